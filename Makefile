@@ -1,0 +1,60 @@
+# mlmesh — one Makefile for set-up, code generation, the local mesh, tests and lint.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+GEN_STAMP := gen/python/.stamp
+PROTOS := $(shell find protos -name '*.proto')
+SERVICES := services/common services/tracking
+PYTEST_ARGS ?=
+
+.PHONY: setup install protos run demo test lint lint-python lint-protos constraints clean
+
+setup: install protos
+
+install: $(STAMP)
+$(STAMP): constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(SERVICES))
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt $(addprefix -e ,$(SERVICES))
+	echo "$(CURDIR)/gen/python" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlmesh-gen.pth
+	touch $@
+
+# Python + .pyi stubs, the Envoy descriptor set and the OpenAPI document, all from protos/.
+protos: $(GEN_STAMP)
+$(GEN_STAMP): $(PROTOS) tools/gen_protos.py gateway/openapi.py $(STAMP)
+	$(PY) tools/gen_protos.py
+	$(PY) -m gateway.openapi gateway/build/descriptors.pb gateway/build/openapi.json
+	touch $@
+
+# The whole mesh on embedded defaults: MLflow, the services and Envoy on 127.0.0.1:8080.
+run: setup
+	$(PY) -m tools.mesh run
+
+# Realistic runs logged to the local MLflow server with the real mlflow client.
+demo: setup
+	$(PY) -m tools.demo
+
+test: setup
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: lint-python lint-protos
+
+lint-python: install
+	$(BIN)/ruff check services tests tools gateway
+	$(BIN)/ruff format --check services tests tools gateway
+
+.tools/node_modules/.bin/buf:
+	npm install --silent --prefix .tools @bufbuild/buf@1
+
+lint-protos: .tools/node_modules/.bin/buf install
+	cd protos && ../.tools/node_modules/.bin/buf lint --config buf.yaml --path mlmesh \
+	  || { echo "buf lint failed"; exit 1; }
+
+constraints: install
+	{ echo "# Pinned versions of every Python package the project installs (pip freeze of a working .venv)."; \
+	  echo "# Regenerate: make constraints"; $(BIN)/pip freeze --exclude-editable; } > constraints.txt
+
+clean:
+	rm -rf $(VENV) gen gateway/build .mlmesh .tools

@@ -1,0 +1,1 @@
+"""Shared bootstrap for the mlmesh services: server, configuration, errors, tenancy, logging."""

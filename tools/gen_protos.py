@@ -1,0 +1,57 @@
+"""Generates everything derived from protos/: Python and .pyi stubs, the Envoy descriptor set
+and the OpenAPI document. The one code-generation rule; its outputs are git-ignored."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import grpc_tools
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTOS = ROOT / "protos"
+GEN = ROOT / "gen" / "python"
+BUILD = ROOT / "gateway" / "build"
+DESCRIPTOR = BUILD / "descriptors.pb"
+
+
+def _include_dirs() -> list[str]:
+    # google/api/*.proto and google/rpc/*.proto ship in googleapis-common-protos (site-packages);
+    # google/protobuf/*.proto ship inside grpc_tools.
+    site_packages = Path(grpc_tools.__file__).resolve().parent.parent
+    return [str(PROTOS), str(site_packages), str(Path(grpc_tools.__file__).parent / "_proto")]
+
+
+def _run(args: list[str]) -> None:
+    if protoc.main(["protoc", *args]) != 0:
+        sys.exit(f"protoc failed: {' '.join(args)}")
+
+
+def main() -> None:
+    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
+    includes = [f"-I{d}" for d in _include_dirs()]
+    shutil.rmtree(GEN, ignore_errors=True)
+    GEN.mkdir(parents=True)
+    BUILD.mkdir(parents=True, exist_ok=True)
+    _run([*includes, f"--python_out={GEN}", f"--pyi_out={GEN}", f"--grpc_python_out={GEN}", *sources])
+    for package_dir in [GEN, *(p for p in GEN.rglob("*") if p.is_dir())]:
+        (package_dir / "__init__.py").touch()
+    # Error details must be in the descriptor set so that Envoy renders ErrorInfo in JSON errors.
+    _run(
+        [
+            *includes,
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={DESCRIPTOR}",
+            "google/rpc/status.proto",
+            "google/rpc/error_details.proto",
+            *sources,
+        ]
+    )
+    print(f"generated {len(sources)} protos into {GEN.relative_to(ROOT)} and {DESCRIPTOR.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
