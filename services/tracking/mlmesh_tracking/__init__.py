@@ -1,0 +1,1 @@
+"""mlmesh tracking service: search, inspect and compare the runs of an MLflow tracking server."""

@@ -1,0 +1,133 @@
+"""The local mesh behind `make run`: MLflow, the services and Envoy under one honcho manager.
+
+`python -m tools.mesh run` starts everything on embedded defaults (state under `.mlmesh/`),
+prints the URLs once every part is healthy, and stops everything on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from honcho.manager import Manager
+from honcho.printer import Printer
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.envoy_config import GatewaySettings, write_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+class MeshSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MLMESH_", extra="ignore")
+
+    home: Path = ROOT / ".mlmesh"
+    mlflow_port: int = 5000
+    tracking_port: int = 50051
+    # How long `run` waits for every part to become healthy before it gives up.
+    startup_timeout_s: float = 120.0
+
+
+def _env(settings: MeshSettings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{settings.mlflow_port}")
+    env.setdefault("MLMESH_TRACKING_PORT", str(settings.tracking_port))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    # Without job execution the MLflow server runs as 2 processes instead of 9 (PLATFORM.md).
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    return env
+
+
+def processes(settings: MeshSettings) -> dict[str, str]:
+    """Name -> command line of every process of the local mesh."""
+    home = settings.home
+    mlflow = [
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{home / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(home / "mlflow-artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(settings.mlflow_port),
+        "--workers",
+        "1",
+    ]
+    return {
+        "mlflow": shlex.join(mlflow),
+        "tracking": shlex.join([str(BIN / "python"), "-m", "mlmesh_tracking"]),
+        "gateway": shlex.join(
+            [str(BIN / "envoy"), "-c", str(home / "envoy.yaml"), "--log-level", "warn"]
+        ),
+        "ready": shlex.join([str(BIN / "python"), "-m", "tools.mesh", "ready"]),
+    }
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def ready() -> None:
+    """Waits until MLflow and the gateway (with every backend) are healthy, prints the URLs,
+    then idles: honcho stops the whole mesh when any of its processes exits."""
+    settings = MeshSettings()
+    gateway = GatewaySettings()
+    base = f"http://{gateway.host}:{gateway.port}"
+    checks = {
+        "mlflow": f"http://127.0.0.1:{settings.mlflow_port}/health",
+        "gateway": f"{base}/healthz",
+    }
+    deadline = time.monotonic() + settings.startup_timeout_s
+    pending = dict(checks)
+    while pending and time.monotonic() < deadline:
+        pending = {name: url for name, url in pending.items() if not _healthy(url)}
+        if pending:
+            time.sleep(0.5)
+    if pending:
+        print(f"not healthy after {settings.startup_timeout_s:g} s: {', '.join(pending)}")
+        sys.exit(1)
+    print(
+        "\n".join(
+            [
+                "mlmesh is up:",
+                f"  REST API      {base}/api/v1/tracking/runs",
+                f"  OpenAPI       {base}/api/v1/openapi.json",
+                f"  health        {base}/healthz",
+                f"  gRPC          {gateway.host}:{gateway.port} (mlmesh.*.v1 services)",
+                f"  MLflow UI     http://127.0.0.1:{settings.mlflow_port}",
+                f"  Envoy admin   http://{gateway.host}:{gateway.admin_port}",
+                "Ctrl-C stops everything.",
+            ]
+        ),
+        flush=True,
+    )
+    while True:
+        time.sleep(3600)
+
+
+def run() -> None:
+    settings = MeshSettings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    (settings.home / "mlflow-artifacts").mkdir(exist_ok=True)
+    env = _env(settings)
+    write_config(GatewaySettings(), settings.home / "envoy.yaml")
+    manager = Manager(Printer(sys.stdout))
+    for name, command in processes(settings).items():
+        manager.add_process(name, command, env=env, cwd=str(ROOT))
+    manager.loop()
+    sys.exit(manager.returncode)
+
+
+if __name__ == "__main__":
+    {"run": run, "ready": ready}[sys.argv[1] if len(sys.argv) > 1 else "run"]()
