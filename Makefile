@@ -9,6 +9,7 @@ GEN_STAMP := gen/python/.stamp
 PROTOS := $(shell find protos -name '*.proto')
 SERVICES := services/common services/tracking
 PYTEST_ARGS ?=
+SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .PHONY: setup install protos run demo test lint lint-python lint-protos constraints clean
 
@@ -49,8 +50,9 @@ lint-python: install
 	npm install --silent --prefix .tools @bufbuild/buf@1
 
 lint-protos: .tools/node_modules/.bin/buf install
-	cd protos && ../.tools/node_modules/.bin/buf lint --config buf.yaml --path mlmesh \
-	  || { echo "buf lint failed"; exit 1; }
+	rm -rf .tools/proto-deps && mkdir -p .tools/proto-deps/google
+	cp -r $(SITE_PACKAGES)/google/api $(SITE_PACKAGES)/google/rpc .tools/proto-deps/google/
+	.tools/node_modules/.bin/buf lint
 
 constraints: install
 	{ echo "# Pinned versions of every Python package the project installs (pip freeze of a working .venv)."; \

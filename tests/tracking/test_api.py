@@ -8,7 +8,7 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from mlmesh.tracking.v1 import tracking_service_pb2 as pb
 
-from tests.tracking.conftest import BASE_TIME, BULK_RUNS
+from tests.tracking.data import BASE_TIME, BULK_RUNS
 
 RUNS = "/api/v1/tracking/runs"
 

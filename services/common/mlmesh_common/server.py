@@ -166,10 +166,8 @@ def build_server(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    return server, port
+    # grpc raises RuntimeError when the address cannot be bound.
+    return server, server.add_insecure_port(address)
 
 
 async def serve(server: grpc.aio.Server, port: int, grace_s: float, service: str) -> None:

@@ -1,0 +1,42 @@
+"""Property-based fuzzing of the REST API from its own OpenAPI document, through the real gateway:
+whatever schemathesis sends, the answer is never a 5xx and matches the documented responses."""
+
+from __future__ import annotations
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def api_schema(gateway):
+    return schemathesis.openapi.from_url(f"{gateway.base_url}/api/v1/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.include(path_regex="^/api/v1/tracking/").parametrize()
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_tracking_api_never_5xx(case, gateway):
+    case.call_and_validate(
+        base_url=gateway.base_url,
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
+    )
