@@ -37,7 +37,9 @@ run: setup
 demo: setup
 	$(PY) -m tools.demo
 
+# PostgreSQL server binaries are installed if missing (CI); the tests start throwaway clusters.
 test: setup
+	bash tools/ensure_postgres.sh >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: lint-python lint-protos

@@ -80,9 +80,7 @@ def main() -> None:
     uri = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    experiment_id = (
-        experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-    )
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
     commit = _git_commit()
     prices = _prices(seed=7)
     dataset_version = hashlib.sha256(prices.tobytes()).hexdigest()[:12]

@@ -21,7 +21,7 @@ def _include_dirs() -> list[str]:
     # google/api/*.proto and google/rpc/*.proto ship in googleapis-common-protos (site-packages);
     # google/protobuf/*.proto ship inside grpc_tools.
     site_packages = Path(grpc_tools.__file__).resolve().parent.parent
-    return [str(PROTOS), str(site_packages), str(Path(grpc_tools.__file__).parent / "_proto")]
+    return [str(site_packages), str(Path(grpc_tools.__file__).parent / "_proto")]
 
 
 def _run(args: list[str]) -> None:
@@ -29,14 +29,24 @@ def _run(args: list[str]) -> None:
         sys.exit(f"protoc failed: {' '.join(args)}")
 
 
-def main() -> None:
-    sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
-    includes = [f"-I{d}" for d in _include_dirs()]
-    shutil.rmtree(GEN, ignore_errors=True)
-    GEN.mkdir(parents=True)
-    BUILD.mkdir(parents=True, exist_ok=True)
-    _run([*includes, f"--python_out={GEN}", f"--pyi_out={GEN}", f"--grpc_python_out={GEN}", *sources])
-    for package_dir in [GEN, *(p for p in GEN.rglob("*") if p.is_dir())]:
+def compile_protos(proto_root: Path, gen_dir: Path, descriptor: Path) -> list[str]:
+    """Compiles every .proto under `proto_root` into stubs in `gen_dir` (replaced) and one
+    descriptor set at `descriptor`; returns the sources, relative to `proto_root`."""
+    sources = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
+    includes = [f"-I{d}" for d in [str(proto_root), *_include_dirs()]]
+    shutil.rmtree(gen_dir, ignore_errors=True)
+    gen_dir.mkdir(parents=True)
+    descriptor.parent.mkdir(parents=True, exist_ok=True)
+    _run(
+        [
+            *includes,
+            f"--python_out={gen_dir}",
+            f"--pyi_out={gen_dir}",
+            f"--grpc_python_out={gen_dir}",
+            *sources,
+        ]
+    )
+    for package_dir in [gen_dir, *(p for p in gen_dir.rglob("*") if p.is_dir())]:
         (package_dir / "__init__.py").touch()
     # Error details must be in the descriptor set so that Envoy renders ErrorInfo in JSON errors.
     _run(
@@ -44,13 +54,21 @@ def main() -> None:
             *includes,
             "--include_imports",
             "--include_source_info",
-            f"--descriptor_set_out={DESCRIPTOR}",
+            f"--descriptor_set_out={descriptor}",
             "google/rpc/status.proto",
             "google/rpc/error_details.proto",
             *sources,
         ]
     )
-    print(f"generated {len(sources)} protos into {GEN.relative_to(ROOT)} and {DESCRIPTOR.relative_to(ROOT)}")
+    return sources
+
+
+def main() -> None:
+    sources = compile_protos(PROTOS, GEN, DESCRIPTOR)
+    print(
+        f"generated {len(sources)} protos into {GEN.relative_to(ROOT)}"
+        f" and {DESCRIPTOR.relative_to(ROOT)}"
+    )
 
 
 if __name__ == "__main__":

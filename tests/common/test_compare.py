@@ -64,7 +64,10 @@ def test_only_restricts_the_keys():
 
 
 def test_param_missing_counts_as_varying():
-    diff = param_diff(["a", "b", "c"], {"a": {"lr": "0.1", "d": "3"}, "b": {"lr": "0.1"}, "c": {"lr": "0.1", "d": "3"}})
+    diff = param_diff(
+        ["a", "b", "c"],
+        {"a": {"lr": "0.1", "d": "3"}, "b": {"lr": "0.1"}, "c": {"lr": "0.1", "d": "3"}},
+    )
     assert diff["lr"].varies is False
     assert diff["d"].varies is True and diff["d"].values["b"] is None
 
@@ -86,7 +89,8 @@ def test_best_is_the_extreme_numeric_value(rows):
     metrics = dict(zip(ids, rows, strict=True))
     for key, diff in metric_diff(ids, metrics).items():
         numeric = [
-            (i, v) for i, v in ((i, metrics[i].get(key)) for i in ids)
+            (i, v)
+            for i, v in ((i, metrics[i].get(key)) for i in ids)
             if v is not None and not math.isnan(v)
         ]
         if not numeric:
@@ -96,13 +100,17 @@ def test_best_is_the_extreme_numeric_value(rows):
         best = pick(v for _, v in numeric)
         assert diff.best_value == best
         assert diff.best_id == next(i for i, v in numeric if v == best)
-        expected_direction = (
-            "maximize" if set(key.split("_")) & MAXIMIZED_TOKENS else "minimize"
-        )
+        expected_direction = "maximize" if set(key.split("_")) & MAXIMIZED_TOKENS else "minimize"
         assert diff.direction == expected_direction
 
 
-@given(st.lists(st.dictionaries(st.sampled_from("abc"), st.sampled_from(["1", "2"])), min_size=2, max_size=10))
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from("abc"), st.sampled_from(["1", "2"])),
+        min_size=2,
+        max_size=10,
+    )
+)
 def test_varies_iff_values_differ_or_missing(rows):
     ids = [f"r{i}" for i in range(len(rows))]
     params = dict(zip(ids, rows, strict=True))

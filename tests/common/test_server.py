@@ -40,7 +40,9 @@ async def _raise(request: struct_pb2.Struct, context) -> struct_pb2.Struct:
         await asyncio.sleep(1.0)
         return struct_pb2.Struct(fields={"done": struct_pb2.Value(bool_value=True)})
     if kind == "tenant":
-        return struct_pb2.Struct(fields={"tenant": struct_pb2.Value(string_value=tenant_of(context))})
+        return struct_pb2.Struct(
+            fields={"tenant": struct_pb2.Value(string_value=tenant_of(context))}
+        )
     raise ERRORS[kind][0](f"{kind} happened", reason=f"{kind.upper()}_REASON", metadata={"k": "v"})
 
 
@@ -50,7 +52,9 @@ def _add(servicer, server):
         request_deserializer=struct_pb2.Struct.FromString,
         response_serializer=struct_pb2.Struct.SerializeToString,
     )
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Do": handler})])
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(SERVICE, {"Do": handler})]
+    )
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,10 +11,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 from tests.helpers.net import LOOPBACK, free_port, wait_for_http
 
-# MLflow 3.17 answers /health after 12–20 s on the project's machines (migrations included).
+# MLflow 3.17 answers /health after 12-20 s on the project's machines (migrations included).
 READY_TIMEOUT_S = 90
 STOP_TIMEOUT_S = 10
 LOG_TAIL_LINES = 60
@@ -63,9 +65,11 @@ class MlflowServer:
     def artifacts_dir(self) -> Path:
         return self._require_workdir() / "artifacts"
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> MlflowServer:
+    def start(self, timeout: float = READY_TIMEOUT_S) -> Self:
         if self._process is not None:
             raise RuntimeError("MLflow server already started")
+        if self.backend_store_uri is not None:
+            _check_database_reachable(self.backend_store_uri)
         self.workdir = Path(tempfile.mkdtemp(prefix="mlmesh-mlflow-"))
         self.artifacts_dir.mkdir()
         self.port = self.port or free_port(self.host)
@@ -122,7 +126,7 @@ class MlflowServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
-    def __enter__(self) -> MlflowServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -160,13 +164,27 @@ class MlflowServer:
         return self.workdir
 
 
+def _check_database_reachable(backend_store_uri: str) -> None:
+    """Fail in milliseconds: MLflow itself retries an unreachable database for minutes."""
+    if not backend_store_uri.startswith("postgresql"):
+        return
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(backend_store_uri, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.OperationalError as error:
+        raise RuntimeError(f"MLflow backend store unreachable: {error}") from None
+    finally:
+        engine.dispose()
+
+
 def _terminate_group(process: subprocess.Popen[bytes], timeout: float) -> None:
     if process.poll() is None:
         _signal_group(process.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
     # The uvicorn child can outlive the `mlflow` parent; the group id is the parent's pid.
     deadline = time.monotonic() + timeout
     while _group_alive(process.pid) and time.monotonic() < deadline:
@@ -177,10 +195,8 @@ def _terminate_group(process: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 def _signal_group(group_id: int, signum: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(group_id, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _group_alive(group_id: int) -> bool:

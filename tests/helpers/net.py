@@ -73,8 +73,6 @@ def _check_alive_and_deadline(
     timeout: float,
 ) -> None:
     if alive is not None and not alive():
-        raise RuntimeError(
-            f"process exited while waiting for {target} (last error: {last_error})"
-        )
+        raise RuntimeError(f"process exited while waiting for {target} (last error: {last_error})")
     if time.monotonic() >= deadline:
         raise TimeoutError(f"{target} not ready after {timeout:.0f} s (last error: {last_error})")

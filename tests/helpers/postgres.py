@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from tests.helpers.net import LOOPBACK, free_port
 
@@ -113,7 +114,7 @@ class PostgresCluster:
     def log_file(self) -> Path:
         return self._require_root() / "server.log"
 
-    def start(self) -> PostgresCluster:
+    def start(self) -> Self:
         if self._root is not None:
             raise RuntimeError("cluster already started")
         self._root = Path(tempfile.mkdtemp(prefix="mlmesh-pg-"))
@@ -136,7 +137,14 @@ class PostgresCluster:
         if (root / "data" / "postmaster.pid").exists():
             subprocess.run(
                 self._as_server_user(
-                    [self._tool("pg_ctl"), "stop", "-D", str(root / "data"), "-m", "immediate"]
+                    [
+                        self._tool("pg_ctl"),
+                        "stop",
+                        "-D",
+                        str(root / "data"),
+                        "-m",
+                        "immediate",
+                    ]
                 ),
                 capture_output=True,
                 timeout=START_TIMEOUT_S,
@@ -145,7 +153,7 @@ class PostgresCluster:
         shutil.rmtree(root, ignore_errors=True)
         self.port = None
 
-    def __enter__(self) -> PostgresCluster:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

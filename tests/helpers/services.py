@@ -14,14 +14,22 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 
 class ServiceProcess:
-    """`python -m <module>` with `env`, ready once its gRPC health check says SERVING."""
+    """`python -m <module>` on 127.0.0.1:`port` (`MLMESH_<SERVICE>_HOST/PORT`) with `env`,
+    ready once its gRPC health check says SERVING."""
 
     def __init__(self, module: str, port: int, env: dict[str, str], log_path: Path) -> None:
         self.module = module
         self.port = port
         self.address = f"127.0.0.1:{port}"
         self.log_path = log_path
-        self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        prefix = "MLMESH_" + module.removeprefix("mlmesh_").upper()
+        self._env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            f"{prefix}_HOST": "127.0.0.1",
+            f"{prefix}_PORT": str(port),
+            **env,
+        }
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import grpc
 import pytest
 import requests
-from mlmesh.tracking.v1 import tracking_service_pb2_grpc
 
+from mlmesh.tracking.v1 import tracking_service_pb2_grpc
 from tests.helpers.gateway import Gateway, start_gateway
 from tests.helpers.net import free_port
 from tests.helpers.services import ServiceProcess
 from tests.tracking.data import Seed, log_seed_runs
+
 
 @pytest.fixture(scope="session")
 def seed(mlflow_server) -> Seed:
@@ -27,7 +28,6 @@ def tracking_service(mlflow_server, seed, tmp_path_factory):
         {
             "MLFLOW_TRACKING_URI": mlflow_server.url,
             "MLMESH_TRACKING_EXPERIMENTS": names,
-            "MLMESH_TRACKING_HOST": "127.0.0.1",
         },
         tmp_path_factory.mktemp("tracking") / "tracking.log",
     )

@@ -4,9 +4,10 @@ metrics, a quoted tag value, and enough bulk runs to page through."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 BASE_TIME = 1_700_000_000_000
@@ -26,12 +27,12 @@ class Seed:
 def _run(client, experiment_id, start, *, tags=None, params=None, metrics=(), end=True, name=""):
     run = client.create_run(experiment_id, start_time=start, tags=tags or {}, run_name=name)
     run_id = run.info.run_id
-    client.log_batch(
-        run_id,
-        metrics=[Metric(key, value, BASE_TIME + step, step) for key, value, step in metrics],
-        params=[Param(k, v) for k, v in (params or {}).items()],
-        tags=[RunTag(k, v) for k, v in (tags or {}).items()],
-    )
+    if metrics or params:
+        client.log_batch(
+            run_id,
+            metrics=[Metric(key, value, BASE_TIME + step, step) for key, value, step in metrics],
+            params=[Param(k, v) for k, v in (params or {}).items()],
+        )
     if end:
         client.set_terminated(run_id, "FINISHED", end_time=start + 5_000)
     return run_id
@@ -46,44 +47,74 @@ def log_seed_runs(tracking_uri: str) -> Seed:
     main, other = seed.experiments["main"], seed.experiments["other"]
     lineage = {"strategy_id": "S1", "git_commit": "abc123", "dataset_version": "d1"}
     seed.runs["train_a"] = _run(
-        client, main, BASE_TIME + 1_000, name="train-a",
+        client,
+        main,
+        BASE_TIME + 1_000,
+        name="train-a",
         tags={**lineage, "run_type": "training"},
         params={"lr": "0.01", "depth": "3"},
         metrics=[("mse", 0.5 - 0.01 * s, s) for s in range(10)]
         + [("sharpe", 1.2, 0), ("val_acc", 0.61, 0)],
     )
     seed.runs["train_b"] = _run(
-        client, main, BASE_TIME + 2_000, name="train-b",
+        client,
+        main,
+        BASE_TIME + 2_000,
+        name="train-b",
         tags={**lineage, "run_type": "training"},
         params={"lr": "0.1", "depth": "3"},
         metrics=[("mse", 0.3, 0), ("sharpe", 1.9, 0), ("val_acc", 0.55, 0)],
     )
     seed.runs["backtest"] = _run(
-        client, main, BASE_TIME + 3_000, name="backtest", end=False,
+        client,
+        main,
+        BASE_TIME + 3_000,
+        name="backtest",
+        end=False,
         tags={"strategy_id": "S2", "run_type": "backtest"},
         params={"lr": "0.1"},
         metrics=[("sharpe", 0.4, 0)],
     )
     seed.runs["quoted"] = _run(
-        client, main, BASE_TIME + 4_000, name="quoted",
+        client,
+        main,
+        BASE_TIME + 4_000,
+        name="quoted",
         tags={"strategy_id": "S2", "run_type": "walk'forward"},
     )
     seed.runs["acme"] = _run(
-        client, main, BASE_TIME + 5_000, name="acme-run",
+        client,
+        main,
+        BASE_TIME + 5_000,
+        name="acme-run",
         tags={"strategy_id": "S1", "run_type": "training", "mlmesh.tenant": "acme"},
         metrics=[("mse", 0.1, 0)],
     )
     seed.runs["other_exp"] = _run(
-        client, other, BASE_TIME + 6_000, name="other-exp",
+        client,
+        other,
+        BASE_TIME + 6_000,
+        name="other-exp",
         tags={"strategy_id": "S1", "run_type": "training"},
     )
     seed.runs["hidden"] = _run(
-        client, seed.experiments["hidden"], BASE_TIME + 7_000, name="hidden",
+        client,
+        seed.experiments["hidden"],
+        BASE_TIME + 7_000,
+        name="hidden",
         tags={"strategy_id": "S1", "run_type": "training"},
     )
-    for i in range(BULK_RUNS):
-        seed.bulk.append(
-            _run(client, other, BASE_TIME + 10_000 + i, name=f"cpcv-{i}",
-                 tags={"strategy_id": "S3", "run_type": "cpcv"})
+    with ThreadPoolExecutor(8) as pool:
+        seed.bulk = list(
+            pool.map(
+                lambda i: _run(
+                    client,
+                    other,
+                    BASE_TIME + 10_000 + i,
+                    name=f"cpcv-{i}",
+                    tags={"strategy_id": "S3", "run_type": "cpcv"},
+                ),
+                range(BULK_RUNS),
+            )
         )
     return seed

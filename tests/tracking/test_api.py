@@ -3,11 +3,13 @@ process, and the real Envoy gateway, over sockets on 127.0.0.1."""
 
 from __future__ import annotations
 
+import base64
+
 import grpc
 import pytest
 from google.protobuf.json_format import MessageToDict
-from mlmesh.tracking.v1 import tracking_service_pb2 as pb
 
+from mlmesh.tracking.v1 import tracking_service_pb2 as pb
 from tests.tracking.data import BASE_TIME, BULK_RUNS
 
 RUNS = "/api/v1/tracking/runs"
@@ -139,9 +141,20 @@ def test_page_tokens_walk_every_run_once_in_order(rest, seed):
     assert [r["run_id"] for r in seen] == list(reversed(seed.bulk))
 
 
-def test_bad_page_token_is_a_400(rest):
-    response = rest.get(RUNS, params={"page_token": "not-a-token"})
-    assert response.status_code == 400
+@pytest.mark.parametrize(
+    "token",
+    [
+        "not-a-token",
+        base64.b64encode(b"[1]").decode(),
+        base64.b64encode(b"5").decode(),
+        base64.b64encode(b'{"offset": -3}').decode(),
+        base64.b64encode(b'{"offset": "7"}').decode(),
+    ],
+)
+def test_bad_page_token_is_a_400(rest, token):
+    response = rest.get(RUNS, params={"page_token": token})
+    assert response.status_code == 400, response.text
+    assert error_reason(response) == "INVALID_PAGE_TOKEN"
 
 
 # --- one run ---------------------------------------------------------------------------------
@@ -203,7 +216,9 @@ def test_run_of_a_hidden_experiment_is_a_404(rest, seed):
 def test_metric_history_in_step_order(rest, seed):
     body = rest.get(f"{RUNS}/{seed.runs['train_a']}/metrics/mse/history").json()
     assert [int(p["step"]) for p in body["points"]] == list(range(10))
-    assert [p["value"] for p in body["points"]] == pytest.approx([0.5 - 0.01 * s for s in range(10)])
+    assert [p["value"] for p in body["points"]] == pytest.approx(
+        [0.5 - 0.01 * s for s in range(10)]
+    )
     assert body["points"][3]["timestamp"] == str(BASE_TIME + 3)
     assert body["total_points"] == 10
 
@@ -289,7 +304,9 @@ def test_compare_with_another_tenants_run_is_a_403(rest, seed):
 
 
 def test_compare_wrong_type_is_a_400(rest):
-    response = rest.post(f"{RUNS}/compare", json={"run_ids": "not-a-list-of-strings", "maximize": 3})
+    response = rest.post(
+        f"{RUNS}/compare", json={"run_ids": "not-a-list-of-strings", "maximize": 3}
+    )
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/json")
 
@@ -346,9 +363,10 @@ def test_grpc_direct_through_gateway_and_rest_agree(rest, stub, gateway_stub, se
     listing = pb.ListRunsRequest(strategy_id="S1")
     assert _as_json(stub.ListRuns(listing)) == rest.get(RUNS, params={"strategy_id": "S1"}).json()
     compare = pb.CompareRunsRequest(run_ids=[seed.runs["train_a"], seed.runs["backtest"]])
-    assert _as_json(stub.CompareRuns(compare)) == rest.post(
-        f"{RUNS}/compare", json={"run_ids": list(compare.run_ids)}
-    ).json()
+    assert (
+        _as_json(stub.CompareRuns(compare))
+        == rest.post(f"{RUNS}/compare", json={"run_ids": list(compare.run_ids)}).json()
+    )
 
 
 def test_grpc_errors_carry_the_same_codes(stub, gateway_stub, seed):
@@ -359,5 +377,7 @@ def test_grpc_errors_carry_the_same_codes(stub, gateway_stub, seed):
         with pytest.raises(grpc.RpcError) as foreign:
             client.GetRun(pb.GetRunRequest(run_id=seed.runs["acme"]))
         assert foreign.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    reply = stub.GetRun(pb.GetRunRequest(run_id=seed.runs["acme"]), metadata=[("x-tenant-id", "acme")])
+    reply = stub.GetRun(
+        pb.GetRunRequest(run_id=seed.runs["acme"]), metadata=[("x-tenant-id", "acme")]
+    )
     assert reply.run_id == seed.runs["acme"]

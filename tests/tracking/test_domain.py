@@ -9,7 +9,9 @@ from mlmesh_common.errors import InvalidArgument
 from mlmesh_tracking import domain
 
 
-@pytest.mark.parametrize(("given_limit", "expected"), [(0, 50), (1, 1), (50, 50), (100, 100), (101, 100), (10_000, 100)])
+@pytest.mark.parametrize(
+    ("given_limit", "expected"), [(0, 50), (1, 1), (50, 50), (100, 100), (101, 100), (10_000, 100)]
+)
 def test_clamp_limit(given_limit, expected):
     assert domain.clamp_limit(given_limit) == expected
 
@@ -35,7 +37,12 @@ def test_values_mlflow_cannot_express_are_refused(value):
         domain.quote_literal(value, "run_type")
 
 
-@given(st.text(alphabet=st.characters(blacklist_characters="\\\n\r", blacklist_categories=("Cs",)), max_size=40))
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_characters="\\\n\r", blacklist_categories=("Cs",)),
+        max_size=40,
+    )
+)
 def test_any_expressible_value_round_trips(value):
     if "'" in value and '"' in value:
         return
@@ -57,7 +64,9 @@ def test_build_filter_scopes_tenant_and_appends_user_filter():
 
 def test_default_tenant_means_untagged():
     parsed = SearchUtils.parse_search_filter(domain.build_run_filter(tenant="default"))
-    assert parsed == [{"type": "tag", "key": "mlmesh.tenant", "comparator": "IS NULL", "value": None}]
+    assert parsed == [
+        {"type": "tag", "key": "mlmesh.tenant", "comparator": "IS NULL", "value": None}
+    ]
 
 
 def test_downsample_keeps_first_and_last():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from mlmesh.tracking.v1 import tracking_service_pb2 as pb, tracking_service_pb2_grpc
 
+from mlmesh.tracking.v1 import tracking_service_pb2 as pb
+from mlmesh.tracking.v1 import tracking_service_pb2_grpc
 from tests.helpers.gateway import start_gateway
 from tests.helpers.net import free_port
 from tests.helpers.services import ServiceProcess

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 
 import grpc
-from mlmesh.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 
+from mlmesh.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 from mlmesh_common.logging import configure_logging
 from mlmesh_common.server import ServiceBinding, build_server, serve
 from mlmesh_tracking.config import TrackingSettings

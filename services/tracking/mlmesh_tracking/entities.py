@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from google.protobuf import struct_pb2
+
 from mlmesh.tracking.v1 import experiment_pb2, run_pb2
 
 TENANT_TAG = "mlmesh.tenant"
@@ -72,7 +73,7 @@ class RunRecord:
         )
 
 
-_STATUSES = {name for name in run_pb2.Run.Status.keys() if name != "STATUS_UNSPECIFIED"}
+_STATUSES = set(run_pb2.Run.Status.keys()) - {"STATUS_UNSPECIFIED"}
 
 
 @dataclass(frozen=True)

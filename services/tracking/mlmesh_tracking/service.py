@@ -63,6 +63,8 @@ class TrackingService:
             domain.DEFAULT_ORDER_BY
         )
         self._store.validate_order_by(order_by)
+        if page_token:
+            self._store.validate_page_token(page_token)
         filter_string = domain.build_run_filter(
             tenant=tenant,
             run_type=run_type,

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import functools
+import json
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -64,6 +67,10 @@ class RunStore(abc.ABC):
     def validate_order_by(self, order_by: Sequence[str]) -> None:
         """Raises InvalidArgument unless every clause is a valid order-by clause."""
 
+    @abc.abstractmethod
+    def validate_page_token(self, page_token: str) -> None:
+        """Raises InvalidArgument unless `page_token` is one this store handed out."""
+
 
 def _run_record(run: Run) -> RunRecord:
     info, data = run.info, run.data
@@ -83,7 +90,20 @@ def _run_record(run: Run) -> RunRecord:
 
 def _error_code(error: RestException) -> int:
     code = error.error_code
-    return ErrorCode.Value(code) if code in ErrorCode.keys() else -1
+    return ErrorCode.Value(code) if code in ErrorCode.DESCRIPTOR.values_by_name else -1
+
+
+# MLflow's own rule for run ids.
+_RUN_ID = re.compile(r"[a-zA-Z0-9][\w\-]{0,255}", re.ASCII)
+
+_COMPARATORS = {
+    "metric": SearchUtils.VALID_METRIC_COMPARATORS,
+    "parameter": SearchUtils.VALID_PARAM_COMPARATORS,
+    "tag": SearchUtils.VALID_TAG_COMPARATORS,
+    "attribute": SearchUtils.VALID_STRING_ATTRIBUTE_COMPARATORS
+    | SearchUtils.VALID_NUMERIC_ATTRIBUTE_COMPARATORS,
+    "dataset": SearchUtils.VALID_DATASET_COMPARATORS,
+}
 
 
 def _server_error(action: str, error: RestException) -> Unavailable:
@@ -137,6 +157,8 @@ class MlflowRunStore(RunStore):
         return [_run_record(run) for run in page], page.token or ""
 
     async def get_run(self, run_id):
+        if not _RUN_ID.fullmatch(run_id):
+            return None  # MLflow never issues such an id; don't send it over the wire.
         try:
             run = await self._call(self._client.get_run, run_id)
         except RestException as exc:
@@ -190,9 +212,35 @@ class MlflowRunStore(RunStore):
 
     def validate_filter(self, filter_string):
         try:
-            SearchUtils.parse_search_filter(filter_string)
+            clauses = SearchUtils.parse_search_filter(filter_string)
         except MlflowException as exc:
-            raise InvalidArgument(f"invalid filter: {exc.message}", reason="INVALID_FILTER") from exc
+            raise InvalidArgument(
+                f"invalid filter: {exc.message}", reason="INVALID_FILTER"
+            ) from exc
+        # The parser takes any operator token; the server would reject it later, as a 500.
+        for clause in clauses:
+            allowed = _COMPARATORS.get(clause["type"], set())
+            if clause["comparator"] not in allowed:
+                raise InvalidArgument(
+                    f"invalid filter: operator {clause['comparator']!r} is not allowed on"
+                    f" {clause['type']} {clause['key']!r} (allowed: {sorted(allowed)})",
+                    reason="INVALID_FILTER",
+                )
+
+    def validate_page_token(self, page_token):
+        # MLflow's tokens are base64 of {"offset": n}; its own parser lets some malformed
+        # tokens through to a server error, so the shape is checked strictly here.
+        try:
+            decoded = json.loads(base64.b64decode(page_token, validate=True))
+            offset = decoded["offset"]
+            valid = isinstance(offset, int) and not isinstance(offset, bool) and offset > 0
+        except (ValueError, TypeError, KeyError):
+            valid = False
+        if not valid:
+            raise InvalidArgument(
+                "invalid page_token: pass back a next_page_token from a previous response",
+                reason="INVALID_PAGE_TOKEN",
+            )
 
     def validate_order_by(self, order_by):
         for clause in order_by:

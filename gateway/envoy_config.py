@@ -1,0 +1,648 @@
+"""Renders the Envoy gateway's static config from the descriptor set and the environment:
+REST (transcoded) and native gRPC on one port, JSON errors, CORS, JWT, health and OpenAPI.
+
+Usage: python -m gateway.envoy_config --out PATH
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from gateway.descriptors import load_descriptor_set, mlmesh_services
+from mlmesh_common.errors import ERROR_DOMAIN
+from mlmesh_common.server import HTTP_CODE_HEADER
+from mlmesh_common.tenancy import TENANT_HEADER
+
+BUILD_DIR = Path(__file__).resolve().parent / "build"
+
+# The one table to extend when a domain gets a service: its default gRPC port on loopback.
+DEFAULT_PORTS = {
+    "tracking": 50051,
+    "experiments": 50052,
+    "training": 50053,
+}
+
+ADMIN_CLUSTER = "envoy_admin"
+JWT_PROVIDER = "mlmesh"
+TENANT_CLAIM = "tenant_id"
+HEALTHZ_PATH = "/healthz"
+OPENAPI_PATH = "/api/v1/openapi.json"
+
+_LUA = "envoy.filters.http.lua"
+_TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+_CORS = "envoy.filters.http.cors"
+_JWT = "envoy.filters.http.jwt_authn"
+_HEALTHZ_FILTER = "mlmesh.healthz"
+_STATUS_FILTER = "mlmesh.http_status"
+_STRIP_TENANT_FILTER = "mlmesh.strip_client_tenant"
+
+_TYPE = "type.googleapis.com/envoy."
+
+
+class GatewaySettings(BaseSettings):
+    """Gateway settings from `MLMESH_GATEWAY_*` and the mesh-wide `MLMESH_AUTH`, `MLMESH_JWKS_FILE`,
+    `MLMESH_JWT_*` and `MLMESH_CORS_ORIGINS`; read once, then passed to `render`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLMESH_GATEWAY_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_port: int = 9901
+    max_body_bytes: int = 256 * 1024 * 1024
+    upstream_timeout_s: float = 60.0
+    descriptor: Path = BUILD_DIR / "descriptors.pb"
+    openapi: Path = BUILD_DIR / "openapi.json"
+    # domain -> host:port; wins over MLMESH_<DOMAIN>_UPSTREAM (tests and the mesh runner set it).
+    upstreams: dict[str, str] = Field(default_factory=dict)
+    auth: Literal["none", "jwt"] = Field("none", validation_alias="MLMESH_AUTH")
+    jwks_file: Path | None = Field(None, validation_alias="MLMESH_JWKS_FILE")
+    jwt_issuer: str | None = Field(None, validation_alias="MLMESH_JWT_ISSUER")
+    # Comma-separated; empty accepts any audience.
+    jwt_audiences: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="MLMESH_JWT_AUDIENCES"
+    )
+    # Comma-separated exact origins allowed to call the API from a browser; empty turns CORS off.
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000", "http://127.0.0.1:3000"],
+        validation_alias="MLMESH_CORS_ORIGINS",
+    )
+
+    _environ: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("jwt_audiences", "cors_origins", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("jwks_file", "descriptor", "openapi")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _jwks_required_for_jwt(self) -> GatewaySettings:
+        if self.auth == "jwt" and self.jwks_file is None:
+            raise ValueError("MLMESH_AUTH=jwt needs MLMESH_JWKS_FILE (a JWKS JSON file)")
+        return self
+
+    def model_post_init(self, context: Any) -> None:
+        # Per-domain upstream variables are open-ended (one pair per domain), so the relevant
+        # part of the environment is captured here, once, with the declared fields.
+        self._environ = {k: v for k, v in os.environ.items() if k.startswith("MLMESH_")}
+
+    def upstream(self, domain: str) -> str:
+        """`host:port` of a domain's service: `upstreams`, else `MLMESH_<DOMAIN>_UPSTREAM`, else
+        127.0.0.1 at `MLMESH_<DOMAIN>_PORT` or the domain's default port."""
+        if domain in self.upstreams:
+            return self.upstreams[domain]
+        prefix = f"MLMESH_{domain.upper()}_"
+        if self._environ.get(f"{prefix}UPSTREAM"):
+            return self._environ[f"{prefix}UPSTREAM"]
+        port = self._environ.get(f"{prefix}PORT") or DEFAULT_PORTS.get(domain)
+        if port is None:
+            raise ValueError(
+                f"no upstream for domain {domain!r}: set {prefix}UPSTREAM=host:port "
+                "or add its default port to gateway.envoy_config.DEFAULT_PORTS"
+            )
+        return f"127.0.0.1:{port}"
+
+
+def _typed(type_suffix: str, **fields: Any) -> dict[str, Any]:
+    return {"@type": _TYPE + type_suffix, **fields}
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def _socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def _split_host_port(upstream: str) -> tuple[str, int]:
+    host, separator, port = upstream.rpartition(":")
+    if not separator or not port.isdigit() or not host:
+        raise ValueError(f"upstream {upstream!r} is not host:port")
+    return host.strip("[]"), int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+# Response side of REST calls, after the transcoder (encoders run in reverse filter order).
+# Services pick a status the transcoder cannot express through metadata `x-http-code`: initial
+# metadata on success (201, 202, 204), trailing metadata on errors (422), which for a
+# trailers-only error arrives in these headers. Native gRPC responses pass untouched.
+_STATUS_LUA = """
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local content_type = headers:get("content-type") or ""
+  if string.sub(content_type, 1, 16) == "application/grpc" then
+    return
+  end
+  headers:remove("grpc-status")
+  headers:remove("grpc-message")
+  headers:remove("grpc-status-details-bin")
+  headers:remove("grpc-accept-encoding")
+  local code = headers:get(HTTP_CODE_HEADER)
+  if code == nil then
+    return
+  end
+  headers:remove(HTTP_CODE_HEADER)
+  local wanted = tonumber(code)
+  local success = headers:get(":status") == "200"
+  -- A success code set before the call failed must not hide the error, and an error code
+  -- never turns a success into a failure.
+  if wanted == nil or (success and wanted >= 300) or (not success and wanted < 400) then
+    return
+  end
+  headers:replace(":status", code)
+  if wanted == 204 then
+    -- Headers first: body() buffers, and a stale content-length or the transcoder's "{}"
+    -- would corrupt the next response on a keep-alive connection.
+    headers:remove("content-type")
+    headers:remove("content-length")
+    local body = handle:body()
+    if body ~= nil then
+      body:setBytes("")
+    end
+  end
+end
+"""
+
+# GET /healthz: one JSON answer for every backend, from the active gRPC health checks that
+# Envoy runs itself (admin /clusters lists each host's health flags).
+_HEALTHZ_LUA = """
+function envoy_on_request(handle)
+  local backends = handle:metadata():get("backends") or {}
+  local headers, body = handle:httpCall(
+    ADMIN_CLUSTER,
+    {[":method"] = "GET", [":path"] = "/clusters", [":authority"] = ADMIN_CLUSTER},
+    "",
+    1000
+  )
+  local healthy = {}
+  if headers[":status"] == "200" then
+    for line in string.gmatch(body, "[^\\n]+") do
+      local cluster, flags = string.match(line, "^(.-)::.-::health_flags::(.*)$")
+      if cluster ~= nil and flags == "healthy" then
+        healthy[cluster] = true
+      end
+    end
+  end
+  local entries = {}
+  local all_serving = true
+  for _, backend in ipairs(backends) do
+    local state = "SERVING"
+    if not healthy[backend] then
+      state = "NOT_SERVING"
+      all_serving = false
+    end
+    table.insert(entries, string.format('"%s":"%s"', backend, state))
+  end
+  local status, code = "SERVING", "200"
+  if not all_serving then
+    status, code = "NOT_SERVING", "503"
+  end
+  handle:respond(
+    {[":status"] = code, ["content-type"] = "application/json", ["cache-control"] = "no-store"},
+    string.format('{"status":"%s","backends":{%s}}', status, table.concat(entries, ","))
+  )
+end
+"""
+
+
+def _lua_constants(**constants: str) -> str:
+    return "".join(f'local {name} = "{value}"\n' for name, value in constants.items())
+
+
+# Envoy's own error replies, as google.rpc.Status JSON: (HTTP status, gRPC code, reason).
+_LOCAL_ERRORS = [
+    (400, 3, "BAD_REQUEST"),
+    (401, 16, "UNAUTHENTICATED"),
+    (403, 7, "PERMISSION_DENIED"),
+    (404, 5, "NOT_FOUND"),
+    (408, 4, "REQUEST_TIMEOUT"),
+    (413, 8, "PAYLOAD_TOO_LARGE"),
+    (429, 8, "RATE_LIMITED"),
+    (431, 3, "HEADERS_TOO_LARGE"),
+    (502, 14, "BAD_GATEWAY"),
+    (503, 14, "UNAVAILABLE"),
+    (504, 4, "UPSTREAM_TIMEOUT"),
+]
+# Statuses without their own row, by range: (lowest HTTP status, gRPC code, reason).
+_LOCAL_ERROR_RANGES = [(500, 13, "INTERNAL"), (400, 3, "BAD_REQUEST")]
+
+
+def _status_json(grpc_code: int, reason: str) -> dict[str, Any]:
+    return {
+        "json_format": {
+            "code": grpc_code,
+            "message": "%LOCAL_REPLY_BODY%",
+            "details": [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": reason,
+                    "domain": ERROR_DOMAIN,
+                    "metadata": {"envoy_details": "%RESPONSE_CODE_DETAILS%"},
+                }
+            ],
+        }
+    }
+
+
+def _status_filter(op: str, status: int) -> dict[str, Any]:
+    runtime_key = f"mlmesh.local_reply.{op.lower()}_{status}"
+    value = {"default_value": status, "runtime_key": runtime_key}
+    return {"status_code_filter": {"comparison": {"op": op, "value": value}}}
+
+
+def _local_reply_config() -> dict[str, Any]:
+    # /healthz answers its own JSON (also as a local reply, from Lua); leave it alone.
+    not_healthz = {
+        "header_filter": {
+            "header": {
+                "name": ":path",
+                "string_match": {"exact": HEALTHZ_PATH},
+                "invert_match": True,
+            }
+        }
+    }
+    rows = [(_status_filter("EQ", status), code, reason) for status, code, reason in _LOCAL_ERRORS]
+    rows += [
+        (_status_filter("GE", status), code, reason) for status, code, reason in _LOCAL_ERROR_RANGES
+    ]
+    return {
+        "mappers": [
+            {
+                "filter": {"and_filter": {"filters": [status_filter, not_healthz]}},
+                "body_format_override": _status_json(code, reason),
+            }
+            for status_filter, code, reason in rows
+        ]
+    }
+
+
+_ACCESS_LOG_FORMAT = {
+    "time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "grpc_status": "%GRPC_STATUS_NUMBER%",
+    "details": "%RESPONSE_CODE_DETAILS%",
+    "flags": "%RESPONSE_FLAGS%",
+    "upstream": "%UPSTREAM_CLUSTER%",
+    "duration_ms": "%DURATION%",
+    "bytes_received": "%BYTES_RECEIVED%",
+    "bytes_sent": "%BYTES_SENT%",
+    "tenant": "%REQ(X-TENANT-ID)%",
+    "user_agent": "%REQ(USER-AGENT)%",
+}
+
+
+def _http_filters(settings: GatewaySettings, service_names: list[str]) -> list[dict[str, Any]]:
+    filters: list[dict[str, Any]] = []
+    if settings.auth == "jwt":
+        # Before jwt_authn, which then sets the header from the token's claim; a route-level
+        # header removal would run after it and drop the claim too.
+        filters.append(
+            {
+                "name": _STRIP_TENANT_FILTER,
+                "typed_config": _typed(
+                    "extensions.filters.http.header_mutation.v3.HeaderMutation",
+                    mutations={"request_mutations": [{"remove": TENANT_HEADER}]},
+                ),
+            }
+        )
+    filters.append({"name": _CORS, "typed_config": _typed("extensions.filters.http.cors.v3.Cors")})
+    if settings.auth == "jwt":
+        filters.append({"name": _JWT, "typed_config": _jwt_authn(settings)})
+    filters += [
+        {
+            "name": _HEALTHZ_FILTER,
+            "typed_config": _typed(
+                "extensions.filters.http.lua.v3.Lua",
+                source_codes={
+                    "healthz": {
+                        "inline_string": _lua_constants(ADMIN_CLUSTER=ADMIN_CLUSTER) + _HEALTHZ_LUA
+                    }
+                },
+            ),
+        },
+        # Before the transcoder, so that it sees the transcoder's responses.
+        {
+            "name": _STATUS_FILTER,
+            "typed_config": _typed(
+                "extensions.filters.http.lua.v3.Lua",
+                default_source_code={
+                    "inline_string": _lua_constants(HTTP_CODE_HEADER=HTTP_CODE_HEADER) + _STATUS_LUA
+                },
+            ),
+        },
+        {"name": _TRANSCODER, "typed_config": _transcoder(settings, service_names)},
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": _typed(
+                "extensions.filters.http.router.v3.Router", suppress_envoy_headers=True
+            ),
+        },
+    ]
+    return filters
+
+
+def _jwt_authn(settings: GatewaySettings) -> dict[str, Any]:
+    provider: dict[str, Any] = {
+        "local_jwks": {"filename": str(settings.jwks_file)},
+        "forward": False,
+        "claim_to_headers": [{"header_name": TENANT_HEADER, "claim_name": TENANT_CLAIM}],
+    }
+    if settings.jwt_issuer:
+        provider["issuer"] = settings.jwt_issuer
+    if settings.jwt_audiences:
+        provider["audiences"] = settings.jwt_audiences
+    return _typed(
+        "extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        providers={JWT_PROVIDER: provider},
+        rules=[
+            {"match": {"path": HEALTHZ_PATH}},
+            {"match": {"path": OPENAPI_PATH}},
+            {"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}},
+        ],
+        bypass_cors_preflight=True,
+    )
+
+
+def _transcoder(settings: GatewaySettings, service_names: list[str]) -> dict[str, Any]:
+    return _typed(
+        "extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        proto_descriptor=str(settings.descriptor),
+        services=service_names,
+        print_options={
+            "add_whitespace": False,
+            "always_print_primitive_fields": True,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": True,
+        },
+        case_insensitive_enum_parsing=True,
+        convert_grpc_status=True,
+        # Only the google.api.http rules are REST routes.
+        auto_mapping=False,
+        # '+' in a query string is a space, as browsers and urllib encode it.
+        query_param_unescape_plus=True,
+        ignore_unknown_query_parameters=False,
+        # Without these an unknown path or query parameter reaches the backend (503), and a
+        # path/body field collision silently updates the record the body names.
+        request_validation_options={
+            "reject_unknown_method": True,
+            "reject_unknown_query_parameters": True,
+            "reject_binding_body_field_collisions": True,
+        },
+        max_request_body_size=settings.max_body_bytes,
+        max_response_body_size=settings.max_body_bytes,
+    )
+
+
+def _route_config(settings: GatewaySettings, domains: list[str]) -> dict[str, Any]:
+    transcoder_off = {_TRANSCODER: _typed("config.route.v3.FilterConfig", disabled=True)}
+    timeout = _seconds(settings.upstream_timeout_s)
+    routes: list[dict[str, Any]] = [
+        {
+            "name": "healthz",
+            "match": {"path": HEALTHZ_PATH},
+            # Answered by the healthz Lua filter; the direct response only shows if it broke.
+            "direct_response": {"status": 503, "body": {"inline_string": "health check failed"}},
+            "metadata": {"filter_metadata": {_HEALTHZ_FILTER: {"backends": domains}}},
+            "typed_per_filter_config": {
+                **transcoder_off,
+                _HEALTHZ_FILTER: _typed(
+                    "extensions.filters.http.lua.v3.LuaPerRoute", name="healthz"
+                ),
+            },
+        },
+        {
+            "name": "openapi",
+            "match": {"path": OPENAPI_PATH},
+            "direct_response": {
+                "status": 200,
+                "body": {"filename": str(settings.openapi)},
+            },
+            "response_headers_to_add": [
+                {
+                    "header": {"key": "content-type", "value": "application/json"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+            "typed_per_filter_config": transcoder_off,
+        },
+    ]
+    # Transcoded REST calls are routed on the gRPC path the transcoder rewrites them to, so one
+    # prefix per domain serves REST and native gRPC alike.
+    routes += [
+        {
+            "name": domain,
+            "match": {"prefix": f"/mlmesh.{domain}.v1."},
+            "route": {
+                "cluster": domain,
+                "timeout": timeout,
+                # Native gRPC callers' deadlines apply, capped at the gateway's timeout.
+                "max_stream_duration": {"grpc_timeout_header_max": timeout},
+            },
+        }
+        for domain in domains
+    ]
+    # REST paths match here before the transcoder rewrites them: CORS answers preflights only on
+    # a route that has a route entry (not on a direct response). The transcoder rejects every
+    # path without an RPC (reject_unknown_method), so nothing reaches this cluster untranscoded.
+    routes.append(
+        {
+            "name": "rest",
+            "match": {"prefix": "/api/"},
+            "route": {"cluster": domains[0], "timeout": timeout},
+        }
+    )
+    routes.append(
+        {
+            "name": "unknown",
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "no such path"}},
+        }
+    )
+    virtual_host: dict[str, Any] = {"name": "mlmesh", "domains": ["*"], "routes": routes}
+    if settings.cors_origins:
+        virtual_host["typed_per_filter_config"] = {
+            _CORS: _typed(
+                "extensions.filters.http.cors.v3.CorsPolicy",
+                allow_origin_string_match=[{"exact": origin} for origin in settings.cors_origins],
+                allow_methods="GET, POST, PATCH, DELETE, OPTIONS",
+                allow_headers=f"authorization, content-type, {TENANT_HEADER}, x-request-id",
+                expose_headers="location, x-request-id",
+                max_age="600",
+            )
+        }
+    openapi_bytes = settings.openapi.stat().st_size
+    return {
+        "name": "mlmesh",
+        # The OpenAPI document is served as a direct response (default cap 4 KiB).
+        "max_direct_response_body_size_bytes": max(openapi_bytes * 2, 1024 * 1024),
+        "virtual_hosts": [virtual_host],
+    }
+
+
+def _listener(
+    settings: GatewaySettings, domains: list[str], service_names: list[str]
+) -> dict[str, Any]:
+    manager = _typed(
+        "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix="gateway",
+        # HTTP/1.1 for REST clients, HTTP/2 for gRPC and modern browsers, on one port.
+        codec_type="AUTO",
+        use_remote_address=True,
+        generate_request_id=True,
+        preserve_external_request_id=True,
+        always_set_request_id_in_response=True,
+        normalize_path=True,
+        merge_slashes=True,
+        access_log=[
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": _typed(
+                    "extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    log_format={"json_format": _ACCESS_LOG_FORMAT},
+                ),
+            }
+        ],
+        local_reply_config=_local_reply_config(),
+        route_config=_route_config(settings, domains),
+        http_filters=_http_filters(settings, service_names),
+    )
+    return {
+        "name": "gateway",
+        "address": _socket_address(settings.host, settings.port),
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _backend_cluster(domain: str, upstream: str) -> dict[str, Any]:
+    host, port = _split_host_port(upstream)
+    cluster: dict[str, Any] = {
+        "name": domain,
+        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "2s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
+                "extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {}},
+            )
+        },
+        # grpc.health.v1 on every backend; /healthz reports the result. Checks run at the same
+        # pace with or without traffic so that a stopped backend shows up within seconds.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "2s",
+                "no_traffic_interval": "2s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        "load_assignment": {
+            "cluster_name": domain,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}
+            ],
+        },
+    }
+    if cluster["type"] == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    return cluster
+
+
+def build_config(settings: GatewaySettings) -> dict[str, Any]:
+    """The Envoy bootstrap as a dict (what `render` dumps)."""
+    if not settings.openapi.is_file():
+        raise FileNotFoundError(f"{settings.openapi} is missing; run `make protos`")
+    services = mlmesh_services(load_descriptor_set(settings.descriptor))
+    if not services:
+        raise ValueError(f"{settings.descriptor} has no mlmesh.<domain>.v1 service")
+    domains = sorted({service.domain for service in services})
+    upstreams = {domain: settings.upstream(domain) for domain in domains}
+    service_names = [service.full_name for service in services]
+    admin_cluster = {
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket_address("127.0.0.1", settings.admin_port)}}
+                    ]
+                }
+            ],
+        },
+    }
+    return {
+        "admin": {"address": _socket_address("127.0.0.1", settings.admin_port)},
+        "static_resources": {
+            "listeners": [_listener(settings, domains, service_names)],
+            "clusters": [
+                *(_backend_cluster(domain, upstreams[domain]) for domain in domains),
+                admin_cluster,
+            ],
+        },
+    }
+
+
+def render(settings: GatewaySettings) -> str:
+    """The Envoy static config as YAML."""
+    header = "# Generated by `python -m gateway.envoy_config`; edit the generator, not this file.\n"
+    return header + yaml.safe_dump(build_config(settings), sort_keys=False, width=100)
+
+
+def write_config(settings: GatewaySettings, path: str | Path) -> Path:
+    """Renders the config into `path` (parents created) and returns it."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render(settings))
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="where to write the YAML")
+    args = parser.parse_args(argv)
+    print(write_config(GatewaySettings(), args.out))
+
+
+if __name__ == "__main__":
+    main()

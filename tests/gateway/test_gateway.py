@@ -1,0 +1,216 @@
+"""The real Envoy gateway, on the wire: status conventions, JSON errors for Envoy's own replies,
+request validation, body limits, health, CORS, request ids and native gRPC on the same port."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import grpc
+import pytest
+import requests
+
+from gateway import openapi
+from gateway.descriptors import load_descriptor_set
+from tests.gateway.conftest import gateway_for
+from tests.helpers.net import free_port
+
+WIDGETS = "/api/v1/widgets"
+
+
+def error_info(response: requests.Response) -> dict:
+    body = response.json()
+    assert isinstance(body["code"], int) and body["code"] > 0, body
+    assert isinstance(body["message"], str), body
+    (info,) = [d for d in body["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+    assert info["domain"] == "mlmesh.dev"
+    return info
+
+
+@pytest.fixture
+def session(gateway):
+    with requests.Session() as session:
+        yield session
+
+
+def create(session, gateway, name="w", size=3, **kwargs):
+    return session.post(gateway.base_url + WIDGETS, json={"name": name, "size": size}, **kwargs)
+
+
+def test_create_is_201_with_location(session, gateway):
+    response = create(session, gateway, name="gear", size=7)
+    assert response.status_code == 201, response.text
+    widget = response.json()
+    assert widget["name"] == "gear" and widget["size"] == 7
+    assert response.headers["location"] == f"{WIDGETS}/{widget['widget_id']}"
+    assert "x-http-code" not in response.headers
+    assert not any(h.startswith("grpc-") for h in response.headers)
+
+
+def test_delete_is_204_with_no_body_and_keep_alive_survives(session, gateway):
+    ids = [create(session, gateway).json()["widget_id"] for _ in range(3)]
+    for widget_id in ids:
+        deleted = session.delete(f"{gateway.base_url}{WIDGETS}/{widget_id}")
+        assert deleted.status_code == 204
+        assert deleted.content == b""
+        assert "content-type" not in deleted.headers
+        # The next response on the same connection must parse cleanly: a stale body or
+        # content-length from the 204 would corrupt it.
+        gone = session.get(f"{gateway.base_url}{WIDGETS}/{widget_id}")
+        assert gone.status_code == 404
+        assert error_info(gone)["reason"] == "WIDGET_NOT_FOUND"
+
+
+def test_204_then_200_on_one_raw_http11_connection(gateway):
+    """Byte-level: after a 204, the next response on the same socket starts with a status line."""
+    with requests.Session() as session:
+        widget_id = create(session, gateway).json()["widget_id"]
+    host, port = gateway.grpc_address.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        requests_bytes = (
+            f"DELETE {WIDGETS}/{widget_id} HTTP/1.1\r\nHost: x\r\n\r\n"
+            f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ).encode()
+        sock.sendall(requests_bytes)
+        raw = b""
+        while chunk := sock.recv(65536):
+            raw += chunk
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 204"), raw
+    assert b"content-length: 0" in first.lower() or b"content-length" not in first.lower()
+    assert rest.startswith(b"HTTP/1.1 200"), raw
+
+
+def test_async_is_202(session, gateway):
+    response = session.post(gateway.base_url + WIDGETS + "/build/async", json={"name": "x"})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"task_id": "t-1"}
+    assert response.headers["location"] == "/api/v1/tasks/t-1"
+
+
+def test_service_chosen_422_with_error_info(session, gateway):
+    response = create(session, gateway, name="tiny")
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert error_info(response)["reason"] == "TOO_LITTLE_DATA"
+
+
+def test_service_404_carries_metadata(session, gateway):
+    response = session.get(f"{gateway.base_url}{WIDGETS}/nope")
+    assert response.status_code == 404
+    info = error_info(response)
+    assert info["reason"] == "WIDGET_NOT_FOUND" and info["metadata"] == {"widget_id": "nope"}
+
+
+def test_query_parameter_reaches_the_service(session, gateway):
+    widget_id = create(session, gateway, name="plain").json()["widget_id"]
+    response = session.get(f"{gateway.base_url}{WIDGETS}/{widget_id}", params={"label": "a b+c"})
+    assert response.status_code == 200
+    assert response.json()["name"] == "a b+c"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status"),
+    [
+        ("GET", "/api/v1/nothing-here", {}, 404),
+        ("GET", "/", {}, 404),
+        ("PUT", WIDGETS, {"json": {}}, 404),
+        ("GET", WIDGETS + "/x", {"params": {"bogus": "1"}}, 400),
+        ("POST", WIDGETS, {"json": {"name": "w", "size": "big"}}, 400),
+        (
+            "POST",
+            WIDGETS,
+            {"data": b"{not json", "headers": {"content-type": "application/json"}},
+            400,
+        ),
+        ("POST", WIDGETS, {"json": {"name": "w" * (70 * 1024)}}, 413),
+    ],
+)
+def test_envoy_own_errors_are_json_status(session, gateway, method, path, kwargs, status):
+    response = session.request(method, gateway.base_url + path, **kwargs)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    info = error_info(response)
+    assert info["reason"]
+
+
+def test_request_id_passes_through(session, gateway):
+    widget_id = create(session, gateway).json()["widget_id"]
+    response = session.get(
+        f"{gateway.base_url}{WIDGETS}/{widget_id}", headers={"x-request-id": "req-12345"}
+    )
+    assert response.json()["request_id"] == "req-12345"
+    assert response.headers["x-request-id"] == "req-12345"
+
+
+def test_tenant_header_reaches_the_service_without_auth(session, gateway):
+    response = create(session, gateway, headers={"x-tenant-id": "acme"})
+    assert response.json()["tenant"] == "acme"
+
+
+def test_native_grpc_on_the_same_port(compiled, widget_stub):
+    created, call = widget_stub.CreateWidget.with_call(
+        compiled.pb2.CreateWidgetRequest(widget=compiled.pb2.Widget(name="rpc"))
+    )
+    assert created.name == "rpc"
+    # Native callers get the response untouched, the status hint only as metadata.
+    assert ("x-http-code", "201") in call.initial_metadata()
+    fetched = widget_stub.GetWidget(compiled.pb2.GetWidgetRequest(widget_id=created.widget_id))
+    assert fetched.widget_id == created.widget_id
+    with pytest.raises(grpc.RpcError) as failure:
+        widget_stub.GetWidget(compiled.pb2.GetWidgetRequest(widget_id="nope"))
+    assert failure.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_healthz_reports_each_backend(session, gateway):
+    response = session.get(gateway.base_url + "/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "SERVING", "backends": {"gatewaytest": "SERVING"}}
+
+
+def test_backend_down_is_503_json_and_unhealthy(compiled, tmp_path):
+    down = gateway_for(compiled, tmp_path, f"127.0.0.1:{free_port()}", wait_healthy=False)
+    try:
+        response = requests.get(f"{down.base_url}{WIDGETS}/x", timeout=10)
+        assert response.status_code == 503, response.text
+        assert error_info(response)["reason"] == "UNAVAILABLE"
+        health = requests.get(down.base_url + "/healthz", timeout=10)
+        assert health.status_code == 503
+        assert health.json() == {
+            "status": "NOT_SERVING",
+            "backends": {"gatewaytest": "NOT_SERVING"},
+        }
+    finally:
+        down.stop()
+
+
+def test_cors_preflight_allows_only_configured_origins(session, gateway):
+    headers = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type",
+    }
+    allowed = session.options(
+        gateway.base_url + WIDGETS, headers={**headers, "origin": "https://app.example.com"}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "POST" in allowed.headers["access-control-allow-methods"]
+    refused = session.options(
+        gateway.base_url + WIDGETS, headers={**headers, "origin": "https://evil.example.com"}
+    )
+    assert "access-control-allow-origin" not in refused.headers
+    simple = create(session, gateway, headers={"origin": "https://app.example.com"})
+    assert simple.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "location" in simple.headers["access-control-expose-headers"]
+
+
+def test_openapi_is_served_and_matches_the_descriptor(session, gateway, compiled):
+    response = session.get(gateway.base_url + "/api/v1/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    document = response.json()
+    assert document == json.loads(openapi.render(load_descriptor_set(compiled.descriptor)))
+    paths = document["paths"]
+    assert set(paths[WIDGETS]["post"]["responses"]) >= {"201", "default"}
+    assert "204" in paths[WIDGETS + "/{widget_id}"]["delete"]["responses"]
+    assert "202" in paths[WIDGETS + "/build/async"]["post"]["responses"]
