@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 import uuid
 
 import numpy as np
@@ -18,6 +19,10 @@ from mlflow.tracking import MlflowClient
 
 EXPERIMENT = "mlmesh-demo"
 TRADING_DAYS = 252
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _git_commit() -> str:
@@ -100,14 +105,14 @@ def main() -> None:
         run = client.create_run(experiment_id, run_name=f"ar-lags-{lags}", tags=tags)
         run_id = run.info.run_id
         metrics = [
-            Metric(f"fold_{name}", value, 0, step)
+            Metric(f"fold_{name}", value, _now_ms(), step)
             for step, fold in enumerate(folds)
             for name, value in fold.items()
         ]
         for name in folds[0]:
             values = [fold[name] for fold in folds]
-            metrics.append(Metric(f"mean_{name}", float(np.mean(values)), 0, 0))
-            metrics.append(Metric(f"std_{name}", float(np.std(values)), 0, 0))
+            metrics.append(Metric(f"mean_{name}", float(np.mean(values)), _now_ms(), 0))
+            metrics.append(Metric(f"std_{name}", float(np.std(values)), _now_ms(), 0))
         params = [Param("model", "linear_ar"), Param("lags", str(lags)), Param("cv", "expanding")]
         client.log_batch(run_id, metrics=metrics, params=params)
         client.set_terminated(run_id)
@@ -124,10 +129,10 @@ def main() -> None:
         }
         run = client.create_run(experiment_id, run_name=f"momentum-{lookback}d", tags=tags)
         run_id = run.info.run_id
-        curve = [Metric("equity", float(v), 0, step) for step, v in enumerate(equity[::20])]
+        curve = [Metric("equity", float(v), _now_ms(), step) for step, v in enumerate(equity[::20])]
         client.log_batch(
             run_id,
-            metrics=[Metric(k, v, 0, 0) for k, v in metrics.items()] + curve,
+            metrics=[Metric(k, v, _now_ms(), 0) for k, v in metrics.items()] + curve,
             params=[Param("lookback_days", str(lookback)), Param("rebalance", "daily")],
             tags=[RunTag("universe", "simulated-index")],
         )

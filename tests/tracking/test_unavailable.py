@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
+import requests
 
 from mlmesh.tracking.v1 import tracking_service_pb2 as pb
 from mlmesh.tracking.v1 import tracking_service_pb2_grpc
@@ -45,8 +46,6 @@ def test_grpc_unavailable(orphan_service):
 def test_rest_503_with_reason(orphan_service, tmp_path):
     gateway = start_gateway(tmp_path, upstreams={"tracking": orphan_service.address})
     try:
-        import requests
-
         response = requests.get(f"{gateway.base_url}/api/v1/tracking/runs", timeout=20)
         assert response.status_code == 503
         reasons = [d.get("reason") for d in response.json()["details"]]
