@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 GEN_STAMP := gen/python/.stamp
 PROTOS := $(shell find protos -name '*.proto')
-SERVICES := services/common services/tracking
+SERVICES := services/common services/tracking services/experiments
 PYTEST_ARGS ?=
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 

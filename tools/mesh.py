@@ -29,6 +29,7 @@ class MeshSettings(BaseSettings):
     home: Path = ROOT / ".mlmesh"
     mlflow_port: int = 5000
     tracking_port: int = 50051
+    experiments_port: int = 50052
     # How long `run` waits for every part to become healthy before it gives up.
     startup_timeout_s: float = 120.0
 
@@ -37,6 +38,11 @@ def _env(settings: MeshSettings) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{settings.mlflow_port}")
     env.setdefault("MLMESH_TRACKING_PORT", str(settings.tracking_port))
+    env.setdefault("MLMESH_EXPERIMENTS_PORT", str(settings.experiments_port))
+    env.setdefault(
+        "MLMESH_EXPERIMENTS_DATABASE_URL", f"sqlite+aiosqlite:///{settings.home / 'experiments.db'}"
+    )
+    env.setdefault("MLMESH_ARTIFACT_URI", f"file://{settings.home / 'artifacts'}")
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Without job execution the MLflow server runs as 2 processes instead of 9 (PLATFORM.md).
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -63,6 +69,7 @@ def processes(settings: MeshSettings) -> dict[str, str]:
     return {
         "mlflow": shlex.join(mlflow),
         "tracking": shlex.join([str(BIN / "python"), "-m", "mlmesh_tracking"]),
+        "experiments": shlex.join([str(BIN / "python"), "-m", "mlmesh_experiments"]),
         "gateway": shlex.join(
             [str(BIN / "envoy"), "-c", str(home / "envoy.yaml"), "--log-level", "warn"]
         ),

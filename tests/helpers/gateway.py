@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
+
+from gateway.descriptors import load_descriptor_set, mlmesh_services
 from gateway.envoy_config import GatewaySettings, write_config
 from tests.helpers.net import LOOPBACK, free_port, wait_for_http
 
@@ -30,11 +35,22 @@ class Gateway:
     def grpc_address(self) -> str:
         return f"{LOOPBACK}:{self.settings.port}"
 
-    def wait_healthy(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Until `/healthz` reports every backend SERVING (Envoy's own gRPC health checks)."""
-        wait_for_http(
-            self.base_url + "/healthz", timeout, alive=lambda: self.process.poll() is None
-        )
+    def wait_healthy(self, domains: Iterable[str], timeout: float = READY_TIMEOUT_S) -> None:
+        """Until `/healthz` reports `domains` SERVING (Envoy's own gRPC health checks)."""
+        wanted = set(domains)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("envoy exited")
+            try:
+                backends = requests.get(self.base_url + "/healthz", timeout=2).json()["backends"]
+                if all(backends.get(domain) == "SERVING" for domain in wanted):
+                    return
+            except (requests.RequestException, ValueError, KeyError):
+                backends = None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"backends not healthy after {timeout:g} s: {backends}")
+            time.sleep(0.2)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -53,15 +69,16 @@ class Gateway:
 def start_gateway(
     workdir: Path, upstreams: dict[str, str], *, wait_healthy: bool = True, **overrides: Any
 ) -> Gateway:
-    """Renders a config for `upstreams` (domain -> host:port), starts Envoy, waits until ready.
+    """Renders a config for `upstreams` (domain -> host:port), starts Envoy, waits until ready
+    and, with `wait_healthy`, until those upstreams are healthy.
 
     `overrides` are GatewaySettings fields (auth, jwks_file, cors_origins, max_body_bytes...).
-    Every domain in the descriptor set needs an upstream; tests point the ones they do not
-    start at a closed port, which /healthz then reports NOT_SERVING.
+    Domains of the descriptor set missing from `upstreams` point at a closed port (never at a
+    default port, where a developer's own mesh may be running).
     """
-    settings = GatewaySettings(
-        port=free_port(), admin_port=free_port(), upstreams=upstreams, **overrides
-    )
+    settings = GatewaySettings(port=free_port(), admin_port=free_port(), **overrides)
+    domains = {s.domain for s in mlmesh_services(load_descriptor_set(settings.descriptor))}
+    settings.upstreams = {d: f"{LOOPBACK}:{free_port()}" for d in domains} | upstreams
     config = write_config(settings, workdir / "envoy.yaml")
     log_path = workdir / "envoy.log"
     with log_path.open("wb") as log:
@@ -87,7 +104,7 @@ def start_gateway(
             alive=lambda: process.poll() is None,
         )
         if wait_healthy:
-            gateway.wait_healthy()
+            gateway.wait_healthy(upstreams)
     except (RuntimeError, TimeoutError) as error:
         gateway.stop()
         raise RuntimeError(f"envoy did not start: {error}\n{gateway.log_tail()}") from None

@@ -5,6 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from mlflow.utils.search_utils import SearchUtils
 
+from mlmesh_common import history
 from mlmesh_common.errors import InvalidArgument
 from mlmesh_tracking import domain
 
@@ -71,7 +72,7 @@ def test_default_tenant_means_untagged():
 
 def test_downsample_keeps_first_and_last():
     points = list(range(1000))
-    sampled = domain.downsample(points, 10)
+    sampled = history.downsample(points, 10)
     assert len(sampled) == 10 and sampled[0] == 0 and sampled[-1] == 999
     assert sampled == sorted(sampled)
 
@@ -79,7 +80,7 @@ def test_downsample_keeps_first_and_last():
 @given(st.integers(0, 500), st.integers(0, 600))
 def test_downsample_bounds(n, max_points):
     points = list(range(n))
-    sampled = domain.downsample(points, max_points)
+    sampled = history.downsample(points, max_points)
     if max_points == 0 or n <= max_points:
         assert sampled == points
     else:
@@ -89,4 +90,4 @@ def test_downsample_bounds(n, max_points):
 
 def test_downsample_rejects_negative():
     with pytest.raises(InvalidArgument):
-        domain.downsample([1, 2], -1)
+        history.downsample([1, 2], -1)

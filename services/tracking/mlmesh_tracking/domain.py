@@ -1,9 +1,6 @@
-"""Tracking rules that need no I/O: MLflow filter building with safe quoting, page-size clamping,
-metric-history downsampling."""
+"""Tracking rules that need no I/O: MLflow filter building with safe quoting, page-size clamping."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from mlmesh_common.errors import InvalidArgument
 from mlmesh_common.tenancy import DEFAULT_TENANT
@@ -76,20 +73,3 @@ def build_run_filter(
     if user_filter.strip():
         clauses.append(user_filter.strip())
     return " AND ".join(clauses)
-
-
-def check_max_points(max_points: int) -> None:
-    if max_points < 0:
-        raise InvalidArgument(f"max_points must be >= 0, got {max_points}", reason="INVALID_LIMIT")
-
-
-def downsample(points: Sequence, max_points: int) -> list:
-    """At most `max_points` evenly spaced points (0: all), the first and the last always kept."""
-    check_max_points(max_points)
-    if max_points == 0 or len(points) <= max_points:
-        return list(points)
-    if max_points == 1:
-        return [points[-1]]
-    last = len(points) - 1
-    indices = sorted({round(i * last / (max_points - 1)) for i in range(max_points)})
-    return [points[i] for i in indices]

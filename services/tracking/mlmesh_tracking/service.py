@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mlmesh_common import compare
+from mlmesh_common import compare, history
 from mlmesh_common.errors import NotFound, PermissionDenied
 from mlmesh_tracking import domain
 from mlmesh_tracking.entities import ExperimentRecord, MetricPoint, RunRecord
@@ -110,10 +110,10 @@ class TrackingService:
     async def metric_history(
         self, tenant: str, run_id: str, key: str, max_points: int = 0
     ) -> MetricHistory:
-        domain.check_max_points(max_points)
+        history.check_max_points(max_points)
         await self.get_run(tenant, run_id)
         points = await self._store.get_metric_history(run_id, key)
-        return MetricHistory(domain.downsample(points, max_points), len(points))
+        return MetricHistory(history.downsample(points, max_points), len(points))
 
     async def compare_runs(
         self, tenant: str, run_ids: Sequence[str], maximize: Sequence[str] = ()

@@ -1,0 +1,177 @@
+"""Rules of the experiment registry that need no I/O: limits, paging, ids, names and the run
+filter language (MLflow's, parsed into clauses the store binds as parameters)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.utils.search_utils import SearchUtils
+
+from mlmesh_common.errors import InvalidArgument
+from mlmesh_experiments.entities import RUN_STATUSES
+from mlmesh_experiments.storage.base import Clause
+
+MAX_KEY = 250
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+MAX_NAME = 255
+MAX_DESCRIPTION = 1000
+MAX_BATCH_METRICS = 10_000
+MAX_BATCH_PARAMS = 100
+MAX_BATCH_TAGS = 100
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+_NUMERIC_ATTRIBUTES = {"start_time", "end_time"}
+_STRING_ATTRIBUTES = {"run_id", "id", "run_name", "name", "description", "status"}
+_OPERATORS = {
+    "metric": {"=", "!=", "<", "<=", ">", ">="},
+    "param": {"=", "!=", "LIKE", "ILIKE", "IS NULL", "IS NOT NULL"},
+    "tag": {"=", "!=", "LIKE", "ILIKE", "IS NULL", "IS NOT NULL"},
+    "numeric_attribute": {"=", "!=", "<", "<=", ">", ">="},
+    "string_attribute": {"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"},
+}
+
+
+def is_uuid(value: str) -> bool:
+    """Ids are canonical UUID strings; anything else cannot name a stored resource."""
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def generated_name() -> str:
+    return f"experiment-{uuid.uuid4().hex[:12]}"
+
+
+def check_text(value: str, limit: int, field: str) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(
+            f"{field} is {len(value)} characters long; the limit is {limit}",
+            reason="VALUE_TOO_LONG",
+            metadata={"field": field, "limit": str(limit)},
+        )
+
+
+def check_key(key: str, field: str) -> None:
+    if not key or not key.strip():
+        raise InvalidArgument(f"{field} keys must be non-empty", reason="INVALID_KEY")
+    check_text(key, MAX_KEY, f"{field} key {key[:40]!r}")
+
+
+def check_entries(entries: Mapping[str, str], value_limit: int, field: str) -> None:
+    for key, value in entries.items():
+        check_key(key, field)
+        check_text(value, value_limit, f"{field} {key!r}")
+
+
+def check_count(items: Iterable[Any], limit: int, field: str) -> None:
+    count = sum(1 for _ in items)
+    if count > limit:
+        raise InvalidArgument(
+            f"{count} {field} in one call; the limit is {limit}",
+            reason="BATCH_TOO_LARGE",
+            metadata={"field": field, "limit": str(limit)},
+        )
+
+
+# --- paging --------------------------------------------------------------------------------
+
+
+def page_window(limit: int, offset: int, page_token: str) -> tuple[int, int]:
+    """(offset, limit) of the page asked for: a `page_token` wins over `offset`."""
+    if limit < 0 or offset < 0:
+        raise InvalidArgument("limit and offset must be >= 0", reason="INVALID_PAGE")
+    if page_token:
+        offset = _token_offset(page_token)
+    return offset, min(limit or DEFAULT_LIMIT, MAX_LIMIT)
+
+
+def next_page_token(offset: int, returned: int, total: int) -> str:
+    end = offset + returned
+    if returned == 0 or end >= total:
+        return ""
+    return base64.urlsafe_b64encode(json.dumps({"offset": end}).encode()).decode()
+
+
+def _token_offset(token: str) -> int:
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeError):
+        offset = None
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise InvalidArgument(
+            "invalid page_token: pass back a next_page_token from a previous response",
+            reason="INVALID_PAGE_TOKEN",
+        )
+    return offset
+
+
+# --- run filters ---------------------------------------------------------------------------
+
+
+def parse_run_filter(text: str) -> tuple[Clause, ...]:
+    """MLflow's filter language (an AND of comparisons) as validated clauses."""
+    if not text.strip():
+        return ()
+    try:
+        parsed = SearchUtils.parse_search_filter(text)
+    except MlflowException as exc:
+        raise _bad_filter(exc.message) from exc
+    return tuple(_clause(item) for item in parsed)
+
+
+def _clause(item: dict[str, Any]) -> Clause:
+    kind, key, op, value = item["type"], item["key"], item["comparator"].upper(), item["value"]
+    if kind == "parameter":
+        kind = "param"
+    if kind == "attribute":
+        if key in _NUMERIC_ATTRIBUTES:
+            allowed = _OPERATORS["numeric_attribute"]
+            value = _number(value, f"attributes.{key}", integer=True)
+        elif key in _STRING_ATTRIBUTES:
+            allowed = _OPERATORS["string_attribute"]
+            if key == "status":
+                value = _status(value)
+        else:
+            raise _bad_filter(f"unknown attribute {key!r}")
+    elif kind in ("metric", "param", "tag"):
+        allowed = _OPERATORS[kind]
+        if kind == "metric":
+            value = _number(value, f"metrics.{key}")
+    else:
+        raise _bad_filter(f"{kind} filters are not supported")
+    if op not in allowed:
+        raise _bad_filter(f"operator {op!r} is not allowed on {kind} {key!r}")
+    return Clause(kind, key, op, value)
+
+
+def _number(value: Any, field: str, integer: bool = False) -> float | int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise _bad_filter(f"{field} compares with a number, got {value!r}") from None
+    return int(number) if integer else number
+
+
+def _status(value: Any) -> str:
+    # MLflow's grammar allows IN lists on run_id only, so a status is one string.
+    status = str(value).upper()
+    if status not in RUN_STATUSES:
+        raise _bad_filter(f"unknown run status {value!r}")
+    return status
+
+
+def _bad_filter(message: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid filter: {message}", reason="INVALID_FILTER")

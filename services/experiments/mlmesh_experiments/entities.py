@@ -1,0 +1,146 @@
+"""Entities of the experiment registry and their proto conversion; storage-agnostic."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from mlmesh.experiments.v1 import experiment_pb2, run_pb2
+
+ACTIVE, DELETED = "active", "deleted"
+# Run statuses by name; an ended run has one of ENDED.
+RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
+ENDED = ("FINISHED", "FAILED", "KILLED")
+
+# Experiment fields a client may write (create and update); the rest are output only.
+EXPERIMENT_SCALARS = (
+    "name",
+    "description",
+    "artifact_location",
+    "strategy_id",
+    "dataset_version",
+    "feature_version",
+    "model_version",
+    "git_commit",
+    "mlflow_run_id",
+)
+EXPERIMENT_DICTS = ("tags", "parameters", "metrics", "artifacts")
+WRITABLE_FIELDS = EXPERIMENT_SCALARS + EXPERIMENT_DICTS
+
+
+def _timestamp(epoch_ms: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(epoch_ms)
+    return stamp
+
+
+@dataclass
+class Experiment:
+    id: str
+    tenant: str
+    name: str
+    created_at: int
+    updated_at: int
+    description: str = ""
+    artifact_location: str = ""
+    lifecycle_stage: str = ACTIVE
+    strategy_id: str = ""
+    dataset_version: str = ""
+    feature_version: str = ""
+    model_version: str = ""
+    git_commit: str = ""
+    mlflow_run_id: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    parameters: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def to_proto(self) -> experiment_pb2.Experiment:
+        parameters = struct_pb2.Struct()
+        parameters.update(self.parameters)
+        return experiment_pb2.Experiment(
+            id=self.id,
+            name=self.name,
+            description=self.description,
+            artifact_location=self.artifact_location,
+            tags=self.tags,
+            lifecycle_stage=self.lifecycle_stage,
+            strategy_id=self.strategy_id,
+            dataset_version=self.dataset_version,
+            feature_version=self.feature_version,
+            model_version=self.model_version,
+            git_commit=self.git_commit,
+            mlflow_run_id=self.mlflow_run_id,
+            parameters=parameters,
+            metrics=self.metrics,
+            artifacts=self.artifacts,
+            created_at=_timestamp(self.created_at),
+            updated_at=_timestamp(self.updated_at),
+        )
+
+
+def experiment_fields(message: experiment_pb2.Experiment) -> dict[str, Any]:
+    """The writable fields of a request's Experiment as plain Python values."""
+    values: dict[str, Any] = {name: getattr(message, name) for name in EXPERIMENT_SCALARS}
+    values["tags"] = dict(message.tags)
+    values["metrics"] = dict(message.metrics)
+    values["artifacts"] = dict(message.artifacts)
+    values["parameters"] = json_format.MessageToDict(message.parameters)
+    return values
+
+
+@dataclass
+class Run:
+    id: str
+    tenant: str
+    experiment_id: str
+    status: str
+    start_time: int
+    name: str = ""
+    description: str = ""
+    end_time: int | None = None
+    artifact_uri: str = ""
+    lifecycle_stage: str = ACTIVE
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.status in ENDED
+
+    def to_proto(self) -> run_pb2.Run:
+        run = run_pb2.Run(
+            id=self.id,
+            experiment_id=self.experiment_id,
+            name=self.name,
+            description=self.description,
+            status=run_pb2.Run.Status.Value(self.status),
+            start_time=_timestamp(self.start_time),
+            tags=self.tags,
+            params=self.params,
+            metrics=self.metrics,
+            artifact_uri=self.artifact_uri,
+            lifecycle_stage=self.lifecycle_stage,
+        )
+        if self.end_time is not None:
+            run.end_time.CopyFrom(_timestamp(self.end_time))
+        return run
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int
+    timestamp: int
+
+    @property
+    def is_nan(self) -> bool:
+        return math.isnan(self.value)
+
+    def to_proto(self) -> run_pb2.MetricPoint:
+        return run_pb2.MetricPoint(step=self.step, value=self.value, timestamp=self.timestamp)

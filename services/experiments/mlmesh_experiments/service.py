@@ -1,0 +1,437 @@
+"""The experiment registry's use cases: tenancy, validation and comparison rules over the store
+and the artifact store."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlmesh_common import compare, history
+from mlmesh_common.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
+from mlmesh_experiments import domain
+from mlmesh_experiments.artifacts import ArtifactEntry, ArtifactStore, parse_upload
+from mlmesh_experiments.entities import (
+    ACTIVE,
+    DELETED,
+    ENDED,
+    WRITABLE_FIELDS,
+    Experiment,
+    MetricPoint,
+    Run,
+)
+from mlmesh_experiments.storage.base import (
+    ExperimentQuery,
+    ExperimentStore,
+    RunQuery,
+    StoredArtifactRecord,
+)
+
+_STAGES = {"": ACTIVE, ACTIVE: ACTIVE, DELETED: DELETED, "all": "all"}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list
+    total: int
+    next_page_token: str
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    metrics: int
+    params: int
+    tags: int
+
+
+@dataclass(frozen=True)
+class ExperimentComparison:
+    experiments: list[Experiment]
+    metric_diff: dict[str, compare.MetricDiff]
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    runs: list[Run]
+    metric_diff: dict[str, compare.MetricDiff]
+    param_diff: dict[str, compare.ParamDiff]
+
+
+@dataclass(frozen=True)
+class ArtifactListing:
+    root_uri: str
+    entries: list[ArtifactEntry]
+    records: dict[str, StoredArtifactRecord]
+
+
+def _check_owned(resource: Any, tenant: str, kind: str, resource_id: str) -> None:
+    """404 when absent, 403 when another tenant's: checked before anything else is revealed."""
+    if resource is None:
+        raise NotFound(
+            f"{kind} {resource_id} not found",
+            reason=f"{kind.upper()}_NOT_FOUND",
+            metadata={f"{kind}_id": resource_id},
+        )
+    if resource.tenant != tenant:
+        raise PermissionDenied(
+            f"{kind} {resource_id} belongs to another tenant",
+            reason="TENANT_MISMATCH",
+            metadata={f"{kind}_id": resource_id},
+        )
+
+
+def _check_experiment_fields(fields: dict[str, Any]) -> None:
+    domain.check_text(fields.get("name", ""), domain.MAX_NAME, "name")
+    domain.check_text(fields.get("description", ""), domain.MAX_DESCRIPTION, "description")
+    for name in ("strategy_id", "dataset_version", "feature_version", "model_version"):
+        domain.check_text(fields.get(name, ""), domain.MAX_NAME, name)
+    for name in ("git_commit", "mlflow_run_id"):
+        domain.check_text(fields.get(name, ""), domain.MAX_NAME, name)
+    domain.check_entries(fields.get("tags", {}), domain.MAX_TAG_VALUE, "tag")
+    domain.check_entries(fields.get("artifacts", {}), domain.MAX_TAG_VALUE, "artifact")
+    for key in fields.get("metrics", {}):
+        domain.check_key(key, "metric")
+    for key in fields.get("parameters", {}):
+        domain.check_key(key, "parameter")
+
+
+class ExperimentsService:
+    def __init__(
+        self,
+        store: ExperimentStore,
+        artifacts: ArtifactStore,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self._store = store
+        self._artifacts = artifacts
+        self._clock = clock
+
+    # --- experiments ---------------------------------------------------------------------
+
+    async def create_experiment(self, tenant: str, fields: dict[str, Any]) -> Experiment:
+        _check_experiment_fields(fields)
+        generated = not fields.get("name", "").strip()
+        now = self._clock()
+        values = {k: v for k, v in fields.items() if k in WRITABLE_FIELDS}
+        for _ in range(3 if generated else 1):
+            if generated:
+                values["name"] = domain.generated_name()
+            experiment = Experiment(
+                id=domain.new_id(), tenant=tenant, created_at=now, updated_at=now, **values
+            )
+            try:
+                await self._store.create_experiment(experiment)
+                return experiment
+            except AlreadyExists:
+                if not generated:
+                    raise
+        raise AlreadyExists("could not generate a unique name", reason="EXPERIMENT_NAME_TAKEN")
+
+    async def get_experiment(self, tenant: str, experiment_id: str) -> Experiment:
+        found = await self._experiments(experiment_id)
+        experiment = found.get(experiment_id)
+        _check_owned(experiment, tenant, "experiment", experiment_id)
+        return experiment
+
+    async def _experiments(self, *ids: str) -> dict[str, Experiment]:
+        valid = [i for i in ids if domain.is_uuid(i)]
+        return await self._store.get_experiments(valid) if valid else {}
+
+    async def list_experiments(
+        self,
+        tenant: str,
+        *,
+        strategy_id: str = "",
+        search: str = "",
+        lifecycle_stage: str = "",
+        limit: int = 0,
+        offset: int = 0,
+        page_token: str = "",
+    ) -> Page:
+        stage = _STAGES.get(lifecycle_stage.lower())
+        if stage is None:
+            raise InvalidArgument(
+                f"lifecycle_stage must be active, deleted or all, got {lifecycle_stage!r}",
+                reason="INVALID_LIFECYCLE_STAGE",
+            )
+        domain.check_text(search, domain.MAX_NAME, "search")
+        offset, limit = domain.page_window(limit, offset, page_token)
+        query = ExperimentQuery(tenant, offset, limit, strategy_id, search, stage)
+        experiments, total = await self._store.list_experiments(query)
+        return Page(experiments, total, domain.next_page_token(offset, len(experiments), total))
+
+    async def update_experiment(
+        self, tenant: str, experiment_id: str, fields: dict[str, Any], mask: Sequence[str]
+    ) -> Experiment:
+        experiment = await self.get_experiment(tenant, experiment_id)
+        unknown = sorted(set(mask) - set(WRITABLE_FIELDS))
+        if unknown:
+            raise InvalidArgument(
+                f"update_mask names fields that cannot be updated: {', '.join(unknown)}",
+                reason="INVALID_UPDATE_MASK",
+                metadata={"fields": ",".join(unknown)},
+            )
+        if mask:
+            changes = {name: fields[name] for name in mask}
+        else:
+            # AIP-134 without a mask: the fields present (non-empty) in the body are replaced.
+            changes = {name: value for name, value in fields.items() if value}
+        if "name" in changes and not changes["name"].strip():
+            raise InvalidArgument("name cannot be empty", reason="INVALID_NAME")
+        _check_experiment_fields(changes)
+        if not changes:
+            return experiment
+        changes["updated_at"] = self._clock()
+        await self._store.update_experiment(experiment_id, changes)
+        for name, value in changes.items():
+            setattr(experiment, name, value)
+        return experiment
+
+    async def delete_experiment(self, tenant: str, experiment_id: str) -> None:
+        experiment = await self.get_experiment(tenant, experiment_id)
+        if experiment.lifecycle_stage == DELETED:
+            raise FailedPrecondition(
+                f"experiment {experiment_id} is already deleted",
+                reason="EXPERIMENT_ALREADY_DELETED",
+            )
+        await self._store.update_experiment(
+            experiment_id, {"lifecycle_stage": DELETED, "updated_at": self._clock()}
+        )
+
+    async def restore_experiment(self, tenant: str, experiment_id: str) -> Experiment:
+        experiment = await self.get_experiment(tenant, experiment_id)
+        if experiment.lifecycle_stage == ACTIVE:
+            raise FailedPrecondition(
+                f"experiment {experiment_id} is not deleted", reason="EXPERIMENT_NOT_DELETED"
+            )
+        changes = {"lifecycle_stage": ACTIVE, "updated_at": self._clock(), "name": experiment.name}
+        await self._store.update_experiment(experiment_id, changes)
+        experiment.lifecycle_stage, experiment.updated_at = ACTIVE, changes["updated_at"]
+        return experiment
+
+    async def compare_experiments(
+        self, tenant: str, ids: Sequence[str], maximize: Sequence[str] = ()
+    ) -> ExperimentComparison:
+        compare.check_compare_ids(ids)
+        found = await self._experiments(*ids)
+        _check_all_owned(found, ids, tenant, "experiment")
+        experiments = [found[i] for i in ids]
+        metrics = {e.id: e.metrics for e in experiments}
+        return ExperimentComparison(experiments, compare.metric_diff(ids, metrics, maximize))
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        tenant: str,
+        experiment_id: str,
+        name: str = "",
+        description: str = "",
+        tags: dict[str, str] | None = None,
+    ) -> Run:
+        if not experiment_id:
+            raise InvalidArgument("experiment_id is required", reason="MISSING_EXPERIMENT_ID")
+        domain.check_text(name, domain.MAX_NAME, "name")
+        domain.check_text(description, domain.MAX_DESCRIPTION, "description")
+        tags = dict(tags or {})
+        domain.check_count(tags, domain.MAX_BATCH_TAGS, "tags")
+        domain.check_entries(tags, domain.MAX_TAG_VALUE, "tag")
+        experiment = await self.get_experiment(tenant, experiment_id)
+        if experiment.lifecycle_stage == DELETED:
+            raise FailedPrecondition(
+                f"experiment {experiment_id} is deleted; restore it first",
+                reason="EXPERIMENT_DELETED",
+            )
+        run_id = domain.new_id()
+        run = Run(
+            id=run_id,
+            tenant=tenant,
+            experiment_id=experiment_id,
+            status="RUNNING",
+            start_time=self._clock(),
+            name=name,
+            description=description,
+            artifact_uri=self._artifacts.run_root(tenant, experiment_id, run_id),
+            tags=tags,
+        )
+        await self._store.create_run(run)
+        return run
+
+    async def get_run(self, tenant: str, run_id: str) -> Run:
+        runs = await self._runs(run_id)
+        run = runs.get(run_id)
+        _check_owned(run, tenant, "run", run_id)
+        return run
+
+    async def _runs(self, *ids: str) -> dict[str, Run]:
+        valid = [i for i in ids if domain.is_uuid(i)]
+        return await self._store.get_runs(valid) if valid else {}
+
+    async def list_runs(
+        self,
+        tenant: str,
+        *,
+        experiment_id: str = "",
+        status: str = "",
+        filter_text: str = "",
+        limit: int = 0,
+        offset: int = 0,
+        page_token: str = "",
+    ) -> Page:
+        clauses = domain.parse_run_filter(filter_text)
+        offset, limit = domain.page_window(limit, offset, page_token)
+        if experiment_id:
+            await self.get_experiment(tenant, experiment_id)
+        query = RunQuery(tenant, offset, limit, experiment_id, status, clauses)
+        runs, total = await self._store.list_runs(query)
+        return Page(runs, total, domain.next_page_token(offset, len(runs), total))
+
+    async def _writable_run(self, tenant: str, run_id: str) -> Run:
+        run = await self.get_run(tenant, run_id)
+        if run.lifecycle_stage == DELETED:
+            raise FailedPrecondition(
+                f"run {run_id} belongs to a deleted experiment", reason="RUN_DELETED"
+            )
+        return run
+
+    async def log_batch(
+        self,
+        tenant: str,
+        run_id: str,
+        metrics: Sequence[MetricPoint] = (),
+        params: Sequence[tuple[str, str]] = (),
+        tags: Sequence[tuple[str, str]] = (),
+    ) -> BatchCounts:
+        """Validates everything first, then writes everything in one transaction."""
+        domain.check_count(metrics, domain.MAX_BATCH_METRICS, "metrics")
+        domain.check_count(params, domain.MAX_BATCH_PARAMS, "params")
+        domain.check_count(tags, domain.MAX_BATCH_TAGS, "tags")
+        now = self._clock()
+        points = []
+        for point in metrics:
+            domain.check_key(point.key, "metric")
+            if point.timestamp < 0:
+                raise InvalidArgument(
+                    f"metric {point.key!r}: timestamp must be >= 0", reason="INVALID_TIMESTAMP"
+                )
+            points.append(point if point.timestamp else _stamped(point, now))
+        param_map = _unique_entries(params, "param")
+        tag_map = dict(tags)
+        domain.check_entries(param_map, domain.MAX_PARAM_VALUE, "param")
+        domain.check_entries(tag_map, domain.MAX_TAG_VALUE, "tag")
+        await self._writable_run(tenant, run_id)
+        await self._store.log_batch(run_id, points, param_map, tag_map)
+        return BatchCounts(len(points), len(param_map), len(tag_map))
+
+    async def end_run(self, tenant: str, run_id: str, status: str = "") -> Run:
+        status = status or "FINISHED"
+        if status not in ENDED:
+            raise InvalidArgument(
+                f"a run ends FINISHED, FAILED or KILLED, not {status}", reason="INVALID_STATUS"
+            )
+        await self._writable_run(tenant, run_id)
+        if not await self._store.end_run(run_id, status, self._clock()):
+            raise FailedPrecondition(f"run {run_id} has already ended", reason="RUN_ALREADY_ENDED")
+        return await self.get_run(tenant, run_id)
+
+    async def metric_history(
+        self, tenant: str, run_id: str, key: str, max_points: int = 0
+    ) -> tuple[list[MetricPoint], int]:
+        history.check_max_points(max_points)
+        await self.get_run(tenant, run_id)
+        points = await self._store.metric_history(run_id, key)
+        if not points:
+            raise NotFound(
+                f"run {run_id} has no metric {key!r}",
+                reason="METRIC_NOT_FOUND",
+                metadata={"run_id": run_id, "key": key},
+            )
+        return history.downsample(points, max_points), len(points)
+
+    async def compare_runs(
+        self,
+        tenant: str,
+        ids: Sequence[str],
+        metrics: Sequence[str] = (),
+        maximize: Sequence[str] = (),
+    ) -> RunComparison:
+        compare.check_compare_ids(ids)
+        found = await self._runs(*ids)
+        _check_all_owned(found, ids, tenant, "run")
+        runs = [found[i] for i in ids]
+        return RunComparison(
+            runs,
+            compare.metric_diff(ids, {r.id: r.metrics for r in runs}, maximize, only=metrics),
+            compare.param_diff(ids, {r.id: r.params for r in runs}),
+        )
+
+    # --- artifacts -----------------------------------------------------------------------
+
+    async def log_artifact(
+        self, tenant: str, run_id: str, artifact_path: str, content_type: str, body: bytes
+    ) -> StoredArtifactRecord:
+        key, data = parse_upload(content_type, body, artifact_path)
+        run = await self._writable_run(tenant, run_id)
+        stored = await self._artifacts.put(tenant, run.experiment_id, run_id, key, data)
+        record = StoredArtifactRecord(stored.path, stored.size_bytes, stored.sha256, stored.uri)
+        await self._store.record_artifact(run_id, record, self._clock())
+        return record
+
+    async def list_artifacts(self, tenant: str, run_id: str, path: str = "") -> ArtifactListing:
+        run = await self.get_run(tenant, run_id)
+        entries = await self._artifacts.list(tenant, run.experiment_id, run_id, path)
+        records = await self._store.artifact_records(run_id)
+        return ArtifactListing(run.artifact_uri, entries, records)
+
+    async def download_artifact(self, tenant: str, run_id: str, path: str) -> tuple[bytes, str]:
+        run = await self.get_run(tenant, run_id)
+        data = await self._artifacts.get(tenant, run.experiment_id, run_id, path)
+        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        return data, content_type
+
+
+def _stamped(point: MetricPoint, timestamp: int) -> MetricPoint:
+    return MetricPoint(point.key, point.value, point.step, timestamp)
+
+
+def _unique_entries(entries: Sequence[tuple[str, str]], field: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for key, value in entries:
+        if result.get(key, value) != value:
+            raise InvalidArgument(
+                f"{field} {key!r} appears twice with different values",
+                reason="DUPLICATE_KEY",
+                metadata={"key": key},
+            )
+        result[key] = value
+    return result
+
+
+def _check_all_owned(found: dict[str, Any], ids: Sequence[str], tenant: str, kind: str) -> None:
+    """403 if any id is another tenant's; otherwise 404 listing every missing id."""
+    foreign = [i for i in ids if i in found and found[i].tenant != tenant]
+    if foreign:
+        raise PermissionDenied(
+            f"{kind}s belong to another tenant: {', '.join(foreign)}",
+            reason="TENANT_MISMATCH",
+            metadata={f"{kind}_ids": ",".join(foreign)},
+        )
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound(
+            f"{kind}s not found: {', '.join(missing)}",
+            reason=f"{kind.upper()}_NOT_FOUND",
+            metadata={f"{kind}_ids": ",".join(missing)},
+        )

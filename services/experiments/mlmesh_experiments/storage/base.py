@@ -1,0 +1,110 @@
+"""The experiment registry's storage interface; the domain depends on this, never on SQL."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlmesh_experiments.entities import Experiment, MetricPoint, Run
+
+
+@dataclass(frozen=True)
+class Clause:
+    """One comparison of a run filter: kind is metric, param, tag or attribute."""
+
+    kind: str
+    key: str
+    op: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class ExperimentQuery:
+    tenant: str
+    offset: int
+    limit: int
+    strategy_id: str = ""
+    search: str = ""
+    # "active", "deleted" or "all".
+    stage: str = "active"
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    tenant: str
+    offset: int
+    limit: int
+    experiment_id: str = ""
+    status: str = ""
+    clauses: tuple[Clause, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredArtifactRecord:
+    path: str
+    size_bytes: int
+    sha256: str
+    uri: str
+
+
+class ExperimentStore(abc.ABC):
+    """Async storage of experiments and runs. Lookups by id are not tenant-scoped (the domain
+    answers 403 for another tenant's id); lists and searches always are."""
+
+    @abc.abstractmethod
+    async def create_experiment(self, experiment: Experiment) -> None:
+        """Raises AlreadyExists when the tenant has an active experiment of that name."""
+
+    @abc.abstractmethod
+    async def get_experiments(self, ids: Sequence[str]) -> dict[str, Experiment]:
+        """The experiments among `ids` that exist, by id."""
+
+    @abc.abstractmethod
+    async def list_experiments(self, query: ExperimentQuery) -> tuple[list[Experiment], int]:
+        """A page, newest first (created_at, then id, descending), and the exact total."""
+
+    @abc.abstractmethod
+    async def update_experiment(self, experiment_id: str, changes: dict[str, Any]) -> None:
+        """Sets columns (incl. updated_at, lifecycle_stage); AlreadyExists on a name clash."""
+
+    @abc.abstractmethod
+    async def create_run(self, run: Run) -> None: ...
+
+    @abc.abstractmethod
+    async def get_runs(self, ids: Sequence[str]) -> dict[str, Run]:
+        """Runs with tags, params and latest metrics, and their experiment's lifecycle stage."""
+
+    @abc.abstractmethod
+    async def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
+        """A page, newest first (start_time, then id, descending), and the exact total."""
+
+    @abc.abstractmethod
+    async def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[MetricPoint],
+        params: dict[str, str],
+        tags: dict[str, str],
+    ) -> None:
+        """Writes everything in one transaction. Raises InvalidArgument (and writes nothing)
+        when a param already has another value."""
+
+    @abc.abstractmethod
+    async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
+        """Ends the run if it is still active; False when it had already ended."""
+
+    @abc.abstractmethod
+    async def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        """Every point of one metric, by step then timestamp."""
+
+    @abc.abstractmethod
+    async def record_artifact(self, run_id: str, artifact: StoredArtifactRecord, at: int) -> None:
+        """Records (or replaces) an uploaded artifact's size and checksum."""
+
+    @abc.abstractmethod
+    async def artifact_records(self, run_id: str) -> dict[str, StoredArtifactRecord]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

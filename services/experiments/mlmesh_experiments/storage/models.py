@@ -1,0 +1,145 @@
+"""ORM tables of the experiment registry. Times are Unix epoch milliseconds (BIGINT), the same on
+SQLite and PostgreSQL; every experiment and run row carries its tenant."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+ID = String(36)
+KEY = String(250)
+# BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ExperimentRow(Base):
+    __tablename__ = "experiments"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False)
+    description: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
+    artifact_location: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    tags: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    lifecycle_stage: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    strategy_id: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    dataset_version: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    feature_version: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    model_version: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    git_commit: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    mlflow_run_id: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    parameters: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    artifacts: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = (
+        # A name is unique among a tenant's active experiments only: archived ones keep theirs.
+        Index(
+            "uq_experiments_tenant_active_name",
+            "tenant",
+            "name",
+            unique=True,
+            postgresql_where=text("lifecycle_stage = 'active'"),
+            sqlite_where=text("lifecycle_stage = 'active'"),
+        ),
+        Index("ix_experiments_tenant_created", "tenant", "created_at", "id"),
+        Index("ix_experiments_tenant_strategy", "tenant", "strategy_id"),
+    )
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(63), nullable=False)
+    experiment_id: Mapped[str] = mapped_column(ID, ForeignKey("experiments.id"), nullable=False)
+    name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
+    description: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
+    status: Mapped[str] = mapped_column(String(16), nullable=False)
+    start_time: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    end_time: Mapped[int | None] = mapped_column(BigInteger)
+    artifact_uri: Mapped[str] = mapped_column(Text, nullable=False, default="")
+
+    __table_args__ = (
+        Index("ix_runs_experiment_start", "experiment_id", "start_time", "id"),
+        Index("ix_runs_tenant_start", "tenant", "start_time", "id"),
+    )
+
+
+class TagRow(Base):
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(KEY, primary_key=True)
+    # No index on value: values up to 8,000 chars exceed PostgreSQL's btree row limit.
+    value: Mapped[str] = mapped_column(String(8000), nullable=False)
+
+
+class ParamRow(Base):
+    __tablename__ = "run_params"
+
+    run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(KEY, primary_key=True)
+    value: Mapped[str] = mapped_column(String(6000), nullable=False)
+
+
+class MetricRow(Base):
+    """Every logged point. NaN is stored as is_nan (SQLite turns a NaN REAL into NULL)."""
+
+    __tablename__ = "metric_history"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), nullable=False)
+    key: Mapped[str] = mapped_column(KEY, nullable=False)
+    step: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    timestamp: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    value: Mapped[float] = mapped_column(Float(53), nullable=False)
+    is_nan: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+    # The index MLflow users add by hand: history of one key of one run, in step order.
+    __table_args__ = (Index("ix_metric_history_run_key_step", "run_id", "key", "step"),)
+
+
+class LatestMetricRow(Base):
+    """The latest point per (run, key): highest step, then latest timestamp. Maintained in the
+    same transaction as the history insert, so that run reads and metric filters never scan
+    the history."""
+
+    __tablename__ = "latest_metrics"
+
+    run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(KEY, primary_key=True)
+    step: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    timestamp: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    value: Mapped[float] = mapped_column(Float(53), nullable=False)
+    is_nan: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+
+    __table_args__ = (Index("ix_latest_metrics_key_value", "key", "value"),)
+
+
+class ArtifactRow(Base):
+    __tablename__ = "artifacts"
+
+    run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    uri: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -1,0 +1,333 @@
+"""The experiment registry on SQLAlchemy async: PostgreSQL (asyncpg) or SQLite (aiosqlite)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import and_, event, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from mlmesh_common.errors import AlreadyExists, InvalidArgument
+from mlmesh_experiments.entities import Experiment, MetricPoint, Run
+from mlmesh_experiments.storage import search
+from mlmesh_experiments.storage.base import (
+    ExperimentQuery,
+    ExperimentStore,
+    RunQuery,
+    StoredArtifactRecord,
+)
+from mlmesh_experiments.storage.models import (
+    ArtifactRow,
+    ExperimentRow,
+    LatestMetricRow,
+    MetricRow,
+    ParamRow,
+    RunRow,
+    TagRow,
+)
+
+_EXPERIMENT_COLUMNS = [column.key for column in ExperimentRow.__table__.columns]
+_RUN_COLUMNS = [column.key for column in RunRow.__table__.columns]
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """An engine for `url`; SQLite gets one connection (one writer at a time, no lock errors),
+    foreign keys on and WAL journaling."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _experiment(row: Any) -> Experiment:
+    return Experiment(**{name: getattr(row, name) for name in _EXPERIMENT_COLUMNS})
+
+
+class SqlExperimentStore(ExperimentStore):
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        dialect = engine.dialect.name
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # --- experiments ---------------------------------------------------------------------
+
+    async def create_experiment(self, experiment: Experiment) -> None:
+        values = {name: getattr(experiment, name) for name in _EXPERIMENT_COLUMNS}
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(ExperimentRow).values(values))
+        except IntegrityError as exc:
+            raise _name_taken(experiment.name) from exc
+
+    async def get_experiments(self, ids: Sequence[str]) -> dict[str, Experiment]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(ExperimentRow.__table__).where(ExperimentRow.id.in_(ids))
+            )
+            return {row.id: _experiment(row) for row in rows}
+
+    async def list_experiments(self, query: ExperimentQuery) -> tuple[list[Experiment], int]:
+        table = ExperimentRow.__table__
+        conditions = [ExperimentRow.tenant == query.tenant]
+        if query.stage != "all":
+            conditions.append(ExperimentRow.lifecycle_stage == query.stage)
+        if query.strategy_id:
+            conditions.append(ExperimentRow.strategy_id == query.strategy_id)
+        if query.search:
+            escaped = query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(ExperimentRow.name.ilike(f"%{escaped}%", escape="\\"))
+        async with self._engine.connect() as conn:
+            total = await conn.scalar(select(func.count()).select_from(table).where(*conditions))
+            rows = await conn.execute(
+                select(table)
+                .where(*conditions)
+                .order_by(ExperimentRow.created_at.desc(), ExperimentRow.id.desc())
+                .offset(query.offset)
+                .limit(query.limit)
+            )
+            return [_experiment(row) for row in rows], total or 0
+
+    async def update_experiment(self, experiment_id: str, changes: dict[str, Any]) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    update(ExperimentRow).where(ExperimentRow.id == experiment_id).values(changes)
+                )
+        except IntegrityError as exc:
+            raise _name_taken(changes.get("name", "")) from exc
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def create_run(self, run: Run) -> None:
+        values = {name: getattr(run, name) for name in _RUN_COLUMNS}
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(RunRow).values(values))
+            if run.tags:
+                await conn.execute(
+                    insert(TagRow),
+                    [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()],
+                )
+
+    async def get_runs(self, ids: Sequence[str]) -> dict[str, Run]:
+        if not ids:
+            return {}
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(RunRow.__table__, ExperimentRow.lifecycle_stage)
+                .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
+                .where(RunRow.id.in_(ids))
+            )
+            runs = {
+                row.id: Run(
+                    **{name: getattr(row, name) for name in _RUN_COLUMNS},
+                    lifecycle_stage=row.lifecycle_stage,
+                )
+                for row in rows
+            }
+            await self._hydrate(conn, runs)
+            return runs
+
+    async def _hydrate(self, conn: AsyncConnection, runs: dict[str, Run]) -> None:
+        """Tags, params and latest metrics of `runs`: three queries, whatever their number."""
+        if not runs:
+            return
+        ids = list(runs)
+        for row in await conn.execute(
+            select(TagRow.run_id, TagRow.key, TagRow.value).where(TagRow.run_id.in_(ids))
+        ):
+            runs[row.run_id].tags[row.key] = row.value
+        for row in await conn.execute(
+            select(ParamRow.run_id, ParamRow.key, ParamRow.value).where(ParamRow.run_id.in_(ids))
+        ):
+            runs[row.run_id].params[row.key] = row.value
+        for row in await conn.execute(
+            select(
+                LatestMetricRow.run_id,
+                LatestMetricRow.key,
+                LatestMetricRow.value,
+                LatestMetricRow.is_nan,
+            ).where(LatestMetricRow.run_id.in_(ids))
+        ):
+            runs[row.run_id].metrics[row.key] = math.nan if row.is_nan else row.value
+
+    async def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
+        conditions = [RunRow.tenant == query.tenant]
+        if query.experiment_id:
+            conditions.append(RunRow.experiment_id == query.experiment_id)
+        if query.status:
+            conditions.append(RunRow.status == query.status)
+        conditions += [search.condition(clause) for clause in query.clauses]
+        async with self._engine.connect() as conn:
+            total = await conn.scalar(select(func.count()).select_from(RunRow).where(*conditions))
+            rows = await conn.execute(
+                select(RunRow.__table__, ExperimentRow.lifecycle_stage)
+                .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
+                .where(*conditions)
+                .order_by(RunRow.start_time.desc(), RunRow.id.desc())
+                .offset(query.offset)
+                .limit(query.limit)
+            )
+            runs = {
+                row.id: Run(
+                    **{name: getattr(row, name) for name in _RUN_COLUMNS},
+                    lifecycle_stage=row.lifecycle_stage,
+                )
+                for row in rows
+            }
+            await self._hydrate(conn, runs)
+            return list(runs.values()), total or 0
+
+    async def log_batch(self, run_id, metrics, params, tags) -> None:
+        async with self._engine.begin() as conn:
+            if params:
+                await self._log_params(conn, run_id, params)
+            if tags:
+                statement = self._insert(TagRow).values(
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()]
+                )
+                await conn.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=["run_id", "key"], set_={"value": statement.excluded.value}
+                    )
+                )
+            if metrics:
+                await self._log_metrics(conn, run_id, metrics)
+
+    async def _log_params(self, conn: AsyncConnection, run_id: str, params: dict[str, str]) -> None:
+        # Insert what is new, then compare everything: a concurrent writer of another value
+        # is caught too, and the exception rolls the whole batch back.
+        await conn.execute(
+            self._insert(ParamRow)
+            .values([{"run_id": run_id, "key": k, "value": v} for k, v in params.items()])
+            .on_conflict_do_nothing(index_elements=["run_id", "key"])
+        )
+        stored = await conn.execute(
+            select(ParamRow.key, ParamRow.value).where(
+                ParamRow.run_id == run_id, ParamRow.key.in_(list(params))
+            )
+        )
+        changed = sorted(key for key, value in stored if value != params[key])
+        if changed:
+            raise InvalidArgument(
+                f"params are immutable; already logged with another value: {', '.join(changed)}",
+                reason="PARAM_ALREADY_LOGGED",
+                metadata={"keys": ",".join(changed)},
+            )
+
+    async def _log_metrics(
+        self, conn: AsyncConnection, run_id: str, metrics: Sequence[MetricPoint]
+    ) -> None:
+        rows = [
+            {
+                "run_id": run_id,
+                "key": point.key,
+                "step": point.step,
+                "timestamp": point.timestamp,
+                "value": 0.0 if point.is_nan else point.value,
+                "is_nan": point.is_nan,
+            }
+            for point in metrics
+        ]
+        # One multi-row INSERT per chunk (insertmanyvalues), not a statement per point.
+        await conn.execute(insert(MetricRow), rows)
+        latest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            best = latest.get(row["key"])
+            if best is None or (row["step"], row["timestamp"]) >= (best["step"], best["timestamp"]):
+                latest[row["key"]] = row
+        statement = self._insert(LatestMetricRow).values(list(latest.values()))
+        newer = statement.excluded
+        await conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["run_id", "key"],
+                set_={
+                    "step": newer.step,
+                    "timestamp": newer.timestamp,
+                    "value": newer.value,
+                    "is_nan": newer.is_nan,
+                },
+                where=or_(
+                    newer.step > LatestMetricRow.step,
+                    and_(
+                        newer.step == LatestMetricRow.step,
+                        newer.timestamp >= LatestMetricRow.timestamp,
+                    ),
+                ),
+            )
+        )
+
+    async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(RunRow)
+                .where(RunRow.id == run_id, RunRow.status.in_(("RUNNING", "SCHEDULED")))
+                .values(status=status, end_time=end_time)
+            )
+            return result.rowcount == 1
+
+    async def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(MetricRow.step, MetricRow.timestamp, MetricRow.value, MetricRow.is_nan)
+                .where(MetricRow.run_id == run_id, MetricRow.key == key)
+                .order_by(MetricRow.step, MetricRow.timestamp, MetricRow.id)
+            )
+            return [
+                MetricPoint(key, math.nan if row.is_nan else row.value, row.step, row.timestamp)
+                for row in rows
+            ]
+
+    # --- artifacts -----------------------------------------------------------------------
+
+    async def record_artifact(self, run_id: str, artifact: StoredArtifactRecord, at: int) -> None:
+        values = {
+            "run_id": run_id,
+            "path": artifact.path,
+            "size_bytes": artifact.size_bytes,
+            "sha256": artifact.sha256,
+            "uri": artifact.uri,
+            "created_at": at,
+        }
+        statement = self._insert(ArtifactRow).values(values)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["run_id", "path"],
+                    set_={
+                        k: statement.excluded[k]
+                        for k in ("size_bytes", "sha256", "uri", "created_at")
+                    },
+                )
+            )
+
+    async def artifact_records(self, run_id: str) -> dict[str, StoredArtifactRecord]:
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(ArtifactRow).where(ArtifactRow.run_id == run_id))
+            return {
+                row.path: StoredArtifactRecord(row.path, row.size_bytes, row.sha256, row.uri)
+                for row in rows
+            }
+
+
+def _name_taken(name: str) -> AlreadyExists:
+    return AlreadyExists(
+        f"an active experiment named {name!r} already exists",
+        reason="EXPERIMENT_NAME_TAKEN",
+        metadata={"name": name},
+    )

@@ -1,0 +1,253 @@
+"""gRPC servicer for mlmesh.experiments.v1.ExperimentService: protos in, service calls, protos
+out, and the REST status each call asks the gateway for."""
+
+from __future__ import annotations
+
+from google.api import httpbody_pb2
+from google.protobuf import empty_pb2, struct_pb2
+
+from mlmesh.experiments.v1 import experiments_service_pb2 as pb
+from mlmesh.experiments.v1 import experiments_service_pb2_grpc, run_pb2
+from mlmesh_common.compare import MetricDiff, ParamDiff
+from mlmesh_common.http import set_http_status
+from mlmesh_common.tenancy import tenant_of
+from mlmesh_experiments.entities import MetricPoint, experiment_fields
+from mlmesh_experiments.service import ExperimentsService
+
+API = "/api/v1/experiments"
+_DIRECTIONS = {"maximize": pb.MetricDiff.MAXIMIZE, "minimize": pb.MetricDiff.MINIMIZE}
+
+
+def _nullable(value: str | float | None) -> struct_pb2.Value:
+    if value is None:
+        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+    if isinstance(value, str):
+        return struct_pb2.Value(string_value=value)
+    return struct_pb2.Value(number_value=value)
+
+
+def _metric_diffs(diffs: dict[str, MetricDiff]) -> dict[str, pb.MetricDiff]:
+    return {
+        key: pb.MetricDiff(
+            values={i: _nullable(v) for i, v in diff.values.items()},
+            best_id=_nullable(diff.best_id),
+            best_value=_nullable(diff.best_value),
+            direction=_DIRECTIONS[diff.direction],
+        )
+        for key, diff in diffs.items()
+    }
+
+
+def _param_diffs(diffs: dict[str, ParamDiff]) -> dict[str, pb.ParamDiff]:
+    return {
+        key: pb.ParamDiff(
+            values={i: _nullable(v) for i, v in diff.values.items()}, varies=diff.varies
+        )
+        for key, diff in diffs.items()
+    }
+
+
+def _status_name(status: int) -> str:
+    return "" if status == run_pb2.Run.STATUS_UNSPECIFIED else run_pb2.Run.Status.Name(status)
+
+
+class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer):
+    def __init__(self, service: ExperimentsService) -> None:
+        self._service = service
+
+    # --- experiments ---------------------------------------------------------------------
+
+    async def CreateExperiment(self, request, context):
+        fields = experiment_fields(request.experiment)
+        experiment = await self._service.create_experiment(tenant_of(context), fields)
+        await set_http_status(context, 201, f"{API}/{experiment.id}")
+        return experiment.to_proto()
+
+    async def ListExperiments(self, request, context):
+        page = await self._service.list_experiments(
+            tenant_of(context),
+            strategy_id=request.strategy_id,
+            search=request.search,
+            lifecycle_stage=request.lifecycle_stage,
+            limit=request.limit,
+            offset=request.offset or request.skip,
+            page_token=request.page_token,
+        )
+        return pb.ListExperimentsResponse(
+            experiments=[e.to_proto() for e in page.items],
+            total=page.total,
+            next_page_token=page.next_page_token,
+        )
+
+    async def GetExperiment(self, request, context):
+        experiment = await self._service.get_experiment(tenant_of(context), request.experiment_id)
+        return experiment.to_proto()
+
+    async def UpdateExperiment(self, request, context):
+        experiment = await self._service.update_experiment(
+            tenant_of(context),
+            request.experiment_id,
+            experiment_fields(request.experiment),
+            list(request.update_mask.paths),
+        )
+        return experiment.to_proto()
+
+    async def DeleteExperiment(self, request, context):
+        await self._service.delete_experiment(tenant_of(context), request.experiment_id)
+        await set_http_status(context, 204)
+        return empty_pb2.Empty()
+
+    async def RestoreExperiment(self, request, context):
+        experiment = await self._service.restore_experiment(
+            tenant_of(context), request.experiment_id
+        )
+        return experiment.to_proto()
+
+    async def CompareExperiments(self, request, context):
+        result = await self._service.compare_experiments(
+            tenant_of(context), list(request.experiment_ids), list(request.maximize)
+        )
+        return pb.CompareExperimentsResponse(
+            experiments=[e.to_proto() for e in result.experiments],
+            metric_diff=_metric_diffs(result.metric_diff),
+        )
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def CreateRun(self, request, context):
+        run = await self._service.create_run(
+            tenant_of(context),
+            request.experiment_id,
+            request.name,
+            request.description,
+            dict(request.tags),
+        )
+        await set_http_status(context, 201, f"{API}/runs/{run.id}")
+        return run.to_proto()
+
+    async def ListRuns(self, request, context):
+        page = await self._service.list_runs(
+            tenant_of(context),
+            experiment_id=request.experiment_id,
+            status=_status_name(request.status),
+            filter_text=request.filter,
+            limit=request.limit,
+            offset=request.offset,
+            page_token=request.page_token,
+        )
+        return pb.ListRunsResponse(
+            runs=[r.to_proto() for r in page.items],
+            total=page.total,
+            next_page_token=page.next_page_token,
+        )
+
+    async def GetRun(self, request, context):
+        return (await self._service.get_run(tenant_of(context), request.run_id)).to_proto()
+
+    async def LogMetrics(self, request, context):
+        points = [
+            MetricPoint(key, value, request.step, request.timestamp)
+            for key, value in request.metrics.items()
+        ]
+        counts = await self._service.log_batch(tenant_of(context), request.run_id, metrics=points)
+        return pb.LogMetricsResponse(run_id=request.run_id, metrics_logged=counts.metrics)
+
+    async def LogParams(self, request, context):
+        counts = await self._service.log_batch(
+            tenant_of(context), request.run_id, params=list(request.params.items())
+        )
+        return pb.LogParamsResponse(run_id=request.run_id, params_logged=counts.params)
+
+    async def LogBatch(self, request, context):
+        counts = await self._service.log_batch(
+            tenant_of(context),
+            request.run_id,
+            metrics=[MetricPoint(m.key, m.value, m.step, m.timestamp) for m in request.metrics],
+            params=[(p.key, p.value) for p in request.params],
+            tags=[(t.key, t.value) for t in request.tags],
+        )
+        return pb.LogBatchResponse(
+            run_id=request.run_id,
+            metrics_logged=counts.metrics,
+            params_logged=counts.params,
+            tags_logged=counts.tags,
+        )
+
+    async def LogArtifact(self, request, context):
+        record = await self._service.log_artifact(
+            tenant_of(context),
+            request.run_id,
+            request.artifact_path,
+            request.upload.content_type,
+            request.upload.data,
+        )
+        artifact = run_pb2.Artifact(
+            path=record.path, size_bytes=record.size_bytes, sha256=record.sha256, uri=record.uri
+        )
+        return pb.LogArtifactResponse(run_id=request.run_id, artifact=artifact)
+
+    async def ListArtifacts(self, request, context):
+        listing = await self._service.list_artifacts(
+            tenant_of(context), request.run_id, request.path
+        )
+        artifacts = []
+        for entry in listing.entries:
+            record = listing.records.get(entry.path)
+            artifacts.append(
+                run_pb2.Artifact(
+                    path=entry.path,
+                    size_bytes=entry.size_bytes,
+                    is_dir=entry.is_dir,
+                    sha256=record.sha256 if record else "",
+                    uri=f"{listing.root_uri}/{entry.path}",
+                )
+            )
+        return pb.ListArtifactsResponse(
+            run_id=request.run_id, root_uri=listing.root_uri, artifacts=artifacts
+        )
+
+    async def DownloadArtifact(self, request, context):
+        data, content_type = await self._service.download_artifact(
+            tenant_of(context), request.run_id, request.path
+        )
+        return httpbody_pb2.HttpBody(content_type=content_type, data=data)
+
+    async def GetMetricHistory(self, request, context):
+        points, total = await self._service.metric_history(
+            tenant_of(context), request.run_id, request.key, request.max_points
+        )
+        return pb.GetMetricHistoryResponse(
+            run_id=request.run_id,
+            key=request.key,
+            points=[p.to_proto() for p in points],
+            total_points=total,
+        )
+
+    async def EndRun(self, request, context):
+        run = await self._service.end_run(
+            tenant_of(context), request.run_id, _status_name(request.status)
+        )
+        return run.to_proto()
+
+    async def CompareRuns(self, request, context):
+        result = await self._service.compare_runs(
+            tenant_of(context),
+            list(request.run_ids),
+            list(request.metrics),
+            list(request.maximize),
+        )
+        return pb.CompareRunsResponse(
+            runs=[
+                pb.ComparedRun(
+                    run_id=r.id,
+                    name=r.name,
+                    experiment_id=r.experiment_id,
+                    status=run_pb2.Run.Status.Value(r.status),
+                    params=r.params,
+                    metrics=r.metrics,
+                )
+                for r in result.runs
+            ],
+            metric_diff=_metric_diffs(result.metric_diff),
+            param_diff=_param_diffs(result.param_diff),
+        )

@@ -1,0 +1,72 @@
+"""The experiments service over every store backend (SQLite and PostgreSQL), and as a real
+process behind the real Envoy gateway. One database per backend for the session; each test
+works in a tenant of its own."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from mlmesh_experiments.artifacts import LocalArtifactStore
+from mlmesh_experiments.service import ExperimentsService
+from mlmesh_experiments.storage.migrate import migrate
+from mlmesh_experiments.storage.sql import SqlExperimentStore, create_engine
+from tests.helpers.gateway import start_gateway
+from tests.helpers.net import free_port
+from tests.helpers.services import ServiceProcess
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def database_url(request, tmp_path_factory) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'registry.db'}"
+    postgres = request.getfixturevalue("postgres")
+    return postgres.create_database(f"registry_{uuid.uuid4().hex[:8]}").url("asyncpg")
+
+
+@pytest.fixture(scope="session")
+async def store(database_url):
+    engine = create_engine(database_url)
+    await migrate(engine)
+    store = SqlExperimentStore(engine)
+    yield store
+    await store.close()
+
+
+@pytest.fixture(scope="session")
+def service(store, tmp_path_factory) -> ExperimentsService:
+    return ExperimentsService(store, LocalArtifactStore(tmp_path_factory.mktemp("artifacts")))
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def registry_process(postgres, tmp_path_factory):
+    """The experiments service as a real process on PostgreSQL with a local artifact store."""
+    root = tmp_path_factory.mktemp("registry")
+    database = postgres.create_database(f"registry_e2e_{uuid.uuid4().hex[:8]}")
+    process = ServiceProcess(
+        "mlmesh_experiments",
+        free_port(),
+        {
+            "MLMESH_EXPERIMENTS_DATABASE_URL": database.url("asyncpg"),
+            "MLMESH_ARTIFACT_URI": f"file://{root / 'artifacts'}",
+        },
+        root / "experiments.log",
+    )
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def registry_gateway(registry_process, tmp_path_factory):
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("registry-gw"), {"experiments": registry_process.address}
+    )
+    yield gateway
+    gateway.stop()
