@@ -27,6 +27,7 @@ def test_tracking_api_never_5xx(gateway):
         for result in schema.include(path_regex="^/api/v1/tracking/").get_all_operations()
     ]
     assert len(operations) >= 7, [op.label for op in operations]
+    statuses: list[int] = []
     for operation in operations:
 
         @given(case=operation.as_strategy())
@@ -38,6 +39,9 @@ def test_tracking_api_never_5xx(gateway):
             database=None,
         )
         def fuzz(case):
-            case.call_and_validate(base_url=gateway.base_url, checks=CHECKS)
+            response = case.call_and_validate(base_url=gateway.base_url, checks=CHECKS)
+            statuses.append(response.status_code)
 
         fuzz()
+    # Fuzzing reached the service: both accepted and refused requests were seen.
+    assert any(code < 300 for code in statuses) and any(400 <= code < 500 for code in statuses)
