@@ -288,10 +288,14 @@ async def test_log_batch_is_atomic(service, tenant):
     run = await make_run(service, tenant)
     await service.log_batch(tenant, run.id, params=[("lr", "0.01")])
     metrics = [MetricPoint("loss", 1.0 / (s + 1), s, 1) for s in range(500)]
-    # Fails inside the store transaction, after the metrics would have been written.
+    # Fails inside the store transaction, after its metrics, tags and new param were written.
     with pytest.raises(InvalidArgument):
         await service.log_batch(
-            tenant, run.id, metrics=metrics, params=[("lr", "0.5")], tags=[("t", "x")]
+            tenant,
+            run.id,
+            metrics=metrics,
+            params=[("depth", "3"), ("lr", "0.5")],
+            tags=[("t", "x")],
         )
     # Fails validation before any write.
     with pytest.raises(InvalidArgument):
@@ -315,18 +319,28 @@ async def test_concurrent_log_batches_lose_nothing(service, tenant):
     run = await make_run(service, tenant)
 
     async def client(worker: int) -> None:
+        # Every client also writes two shared keys, in an order that differs between clients.
+        shared = ["shared_a", "shared_b"] if worker % 2 else ["shared_b", "shared_a"]
         for chunk in range(5):
             points = [
                 MetricPoint(f"w{worker}", float(i), chunk * 100 + i, 1 + i) for i in range(100)
             ]
-            await service.log_batch(tenant, run.id, metrics=points, tags=[(f"w{worker}", "x")])
+            points += [MetricPoint(key, float(worker), chunk, 1 + worker) for key in shared]
+            tags = [(key, "x") for key in shared] + [(f"w{worker}", "x")]
+            await service.log_batch(tenant, run.id, metrics=points, tags=tags)
 
     await asyncio.gather(*(client(w) for w in range(6)))
     fetched = await service.get_run(tenant, run.id)
-    assert fetched.metrics == {f"w{w}": 99.0 for w in range(6)}
+    assert {k: v for k, v in fetched.metrics.items() if k.startswith("w")} == {
+        f"w{w}": 99.0 for w in range(6)
+    }
+    # Latest = highest step (4), then latest timestamp (the worker number): worker 5.
+    assert fetched.metrics["shared_a"] == fetched.metrics["shared_b"] == 5.0
     for worker in range(6):
         points, total = await service.metric_history(tenant, run.id, f"w{worker}")
         assert total == 500 and [p.step for p in points] == list(range(500))
+    _, shared_total = await service.metric_history(tenant, run.id, "shared_a")
+    assert shared_total == 30
 
 
 async def test_list_runs_with_filters(service, tenant):

@@ -195,26 +195,27 @@ class SqlExperimentStore(ExperimentStore):
 
     async def log_batch(self, run_id, metrics, params, tags) -> None:
         async with self._engine.begin() as conn:
-            if params:
-                await self._log_params(conn, run_id, params)
+            if metrics:
+                await self._log_metrics(conn, run_id, metrics)
             if tags:
                 statement = self._insert(TagRow).values(
-                    [{"run_id": run_id, "key": k, "value": v} for k, v in tags.items()]
+                    [{"run_id": run_id, "key": k, "value": tags[k]} for k in sorted(tags)]
                 )
                 await conn.execute(
                     statement.on_conflict_do_update(
                         index_elements=["run_id", "key"], set_={"value": statement.excluded.value}
                     )
                 )
-            if metrics:
-                await self._log_metrics(conn, run_id, metrics)
+            # Last: a param conflict found here rolls back everything written above.
+            if params:
+                await self._log_params(conn, run_id, params)
 
     async def _log_params(self, conn: AsyncConnection, run_id: str, params: dict[str, str]) -> None:
         # Insert what is new, then compare everything: a concurrent writer of another value
         # is caught too, and the exception rolls the whole batch back.
         await conn.execute(
             self._insert(ParamRow)
-            .values([{"run_id": run_id, "key": k, "value": v} for k, v in params.items()])
+            .values([{"run_id": run_id, "key": k, "value": params[k]} for k in sorted(params)])
             .on_conflict_do_nothing(index_elements=["run_id", "key"])
         )
         stored = await conn.execute(
@@ -251,7 +252,8 @@ class SqlExperimentStore(ExperimentStore):
             best = latest.get(row["key"])
             if best is None or (row["step"], row["timestamp"]) >= (best["step"], best["timestamp"]):
                 latest[row["key"]] = row
-        statement = self._insert(LatestMetricRow).values(list(latest.values()))
+        # Upserts lock rows in key order, so concurrent batches on one run cannot deadlock.
+        statement = self._insert(LatestMetricRow).values([latest[k] for k in sorted(latest)])
         newer = statement.excluded
         await conn.execute(
             statement.on_conflict_do_update(
