@@ -8,10 +8,11 @@ import uuid
 
 import pytest
 
+from mlmesh_common.db import create_engine
 from mlmesh_experiments.artifacts import LocalArtifactStore
 from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.migrate import migrate
-from mlmesh_experiments.storage.sql import SqlExperimentStore, create_engine
+from mlmesh_experiments.storage.sql import SqlExperimentStore
 from tests.helpers.gateway import start_gateway
 from tests.helpers.net import free_port
 from tests.helpers.services import ServiceProcess

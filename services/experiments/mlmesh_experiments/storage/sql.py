@@ -6,10 +6,10 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, event, func, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
 from mlmesh_experiments.entities import Experiment, MetricPoint, Run
@@ -32,24 +32,6 @@ from mlmesh_experiments.storage.models import (
 
 _EXPERIMENT_COLUMNS = [column.key for column in ExperimentRow.__table__.columns]
 _RUN_COLUMNS = [column.key for column in RunRow.__table__.columns]
-
-
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """An engine for `url`; SQLite gets one connection (one writer at a time, no lock errors),
-    foreign keys on and WAL journaling."""
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_connection, _record) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-    return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
 def _experiment(row: Any) -> Experiment:

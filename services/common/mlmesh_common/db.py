@@ -1,0 +1,49 @@
+"""Database plumbing shared by the services that own tables: async engines for PostgreSQL
+(asyncpg) and SQLite (aiosqlite), and Alembic migrations run on such an engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    """An engine for `url`. SQLite gets one connection (one writer at a time, never a "database
+    is locked" error), foreign keys and WAL journaling."""
+    if not url.startswith("sqlite"):
+        return create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def alembic_config(script_location: Path) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    return config
+
+
+async def migrate(engine: AsyncEngine, script_location: Path, revision: str = "head") -> None:
+    """Upgrades the database behind `engine` to `revision` in one transaction."""
+
+    def upgrade(connection) -> None:
+        config = alembic_config(script_location)
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    async with engine.begin() as connection:
+        await connection.run_sync(upgrade)
