@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
+from mlmesh_common.artifacts import LocalArtifactStore
 from mlmesh_common.db import create_engine
-from mlmesh_experiments.artifacts import LocalArtifactStore
 from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.migrate import migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore

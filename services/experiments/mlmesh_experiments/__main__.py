@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import grpc
 
 from mlmesh.experiments.v1 import experiments_service_pb2, experiments_service_pb2_grpc
+from mlmesh_common.artifacts import ArtifactStore, open_artifact_store
 from mlmesh_common.db import create_engine
 from mlmesh_common.logging import configure_logging
 from mlmesh_common.server import ServiceBinding, build_server, serve
-from mlmesh_experiments.artifacts import ArtifactStore, open_artifact_store
 from mlmesh_experiments.config import ExperimentsSettings
 from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.base import ExperimentStore

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlmesh_common import compare, history
+from mlmesh_common.artifacts import ArtifactEntry, ArtifactStore, parse_upload
 from mlmesh_common.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -18,7 +19,6 @@ from mlmesh_common.errors import (
     PermissionDenied,
 )
 from mlmesh_experiments import domain
-from mlmesh_experiments.artifacts import ArtifactEntry, ArtifactStore, parse_upload
 from mlmesh_experiments.entities import (
     ACTIVE,
     DELETED,
@@ -263,7 +263,7 @@ class ExperimentsService:
             start_time=self._clock(),
             name=name,
             description=description,
-            artifact_uri=self._artifacts.run_root(tenant, experiment_id, run_id),
+            artifact_uri=self._artifacts.item_uri(tenant, experiment_id, run_id),
             tags=tags,
         )
         await self._store.create_run(run)

@@ -1,5 +1,5 @@
-"""Run artifact storage on a local directory or S3, with the path rules that keep every file inside
-its tenant's run, and the parsing of upload bodies."""
+"""Artifact storage on a local directory or S3 (run artifacts, datasets, fitted models), with the
+path rules that keep every file inside its owner's prefix, and the parsing of upload bodies."""
 
 from __future__ import annotations
 
@@ -105,20 +105,21 @@ def _check_id(kind: str, value: str) -> str:
 
 
 class ArtifactStore(abc.ABC):
-    """Files of runs, kept apart per tenant under `<base>/<tenant>/<experiment_id>/<run_id>`.
+    """Files of items (a run, a dataset, a model), kept apart per tenant under
+    `<base>/<tenant>/<group>/<item>`: for a run, group is its experiment id and item its id.
 
     The public methods validate every id and path; the backends only see safe relative keys
     and do their blocking I/O on a worker thread.
     """
 
-    def run_root(self, tenant: str, experiment_id: str, run_id: str) -> str:
-        return self._uri(self._run_parts(tenant, experiment_id, run_id), "")
+    def item_uri(self, tenant: str, group: str, item: str) -> str:
+        return self._uri(self._parts(tenant, group, item), "")
 
     async def put(
-        self, tenant: str, experiment_id: str, run_id: str, key: str, data: bytes
+        self, tenant: str, group: str, item: str, key: str, data: bytes
     ) -> StoredArtifact:
         """Stores `data` at `key` (replacing any earlier file there)."""
-        run = self._run_parts(tenant, experiment_id, run_id)
+        run = self._parts(tenant, group, item)
         key = check_relative_path(key)
         if not key:
             raise _bad_path(key, "the path names the run's root, not a file")
@@ -126,17 +127,15 @@ class ArtifactStore(abc.ABC):
         await asyncio.to_thread(self._write, run, key, data, sha256)
         return StoredArtifact(key, len(data), sha256, self._uri(run, key))
 
-    async def list(
-        self, tenant: str, experiment_id: str, run_id: str, path: str = ""
-    ) -> list[ArtifactEntry]:
+    async def list(self, tenant: str, group: str, item: str, path: str = "") -> list[ArtifactEntry]:
         """Files and sub-directories directly under `path`, sorted; [] when there are none."""
-        run = self._run_parts(tenant, experiment_id, run_id)
+        run = self._parts(tenant, group, item)
         path = check_relative_path(path)
         entries = await asyncio.to_thread(self._list, run, path)
         return sorted(entries, key=lambda entry: entry.path)
 
-    async def get(self, tenant: str, experiment_id: str, run_id: str, path: str) -> bytes:
-        run = self._run_parts(tenant, experiment_id, run_id)
+    async def get(self, tenant: str, group: str, item: str, path: str) -> bytes:
+        run = self._parts(tenant, group, item)
         key = check_relative_path(path)
         data = await asyncio.to_thread(self._read, run, key) if key else None
         if data is None:
@@ -146,12 +145,8 @@ class ArtifactStore(abc.ABC):
         return data
 
     @staticmethod
-    def _run_parts(tenant: str, experiment_id: str, run_id: str) -> tuple[str, str, str]:
-        return (
-            _check_id("tenant", tenant),
-            _check_id("experiment_id", experiment_id),
-            _check_id("run_id", run_id),
-        )
+    def _parts(tenant: str, group: str, item: str) -> tuple[str, str, str]:
+        return (_check_id("tenant", tenant), _check_id("group", group), _check_id("item", item))
 
     @abc.abstractmethod
     def _uri(self, run: tuple[str, str, str], key: str) -> str:

@@ -17,8 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
 
-from mlmesh_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from mlmesh_experiments.artifacts import (
+from mlmesh_common.artifacts import (
     ArtifactEntry,
     ArtifactStore,
     LocalArtifactStore,
@@ -28,6 +27,7 @@ from mlmesh_experiments.artifacts import (
     open_artifact_store,
     parse_upload,
 )
+from mlmesh_common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from tests.helpers.net import LOOPBACK, free_port, wait_for_tcp
 
 BUCKET = "mlmesh-artifacts"
@@ -86,7 +86,7 @@ async def test_put_then_get_round_trips_bytes_size_and_checksum(artifacts):
     assert stored.path == "models/model.pkl"
     assert stored.size_bytes == len(data)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
-    assert stored.uri == artifacts.run_root(*RUN) + "/models/model.pkl"
+    assert stored.uri == artifacts.item_uri(*RUN) + "/models/model.pkl"
     assert await artifacts.get(*RUN, "models/model.pkl") == data
 
 
@@ -159,9 +159,7 @@ async def test_same_run_id_under_two_tenants_is_two_separate_runs(artifacts):
     assert await artifacts.list("acme", "exp-1", "run-1") == [ArtifactEntry("model.bin", False, 12)]
     with pytest.raises(NotFound):
         await artifacts.get("acme", "exp-1", "run-1", "secret.bin")
-    assert artifacts.run_root("acme", "exp-1", "run-1") != artifacts.run_root(
-        "globex", "exp-1", "run-1"
-    )
+    assert artifacts.item_uri("acme", "exp-1", "run-1") != artifacts.item_uri("globex", "exp-1", "run-1")
 
 
 # --- path rules ---------------------------------------------------------------------------
@@ -273,7 +271,7 @@ UNSAFE_IDS = ["", ".", "..", "a/b", "-x", ".hidden", "a b", "x" * 129, "t\x00", 
 async def test_unsafe_tenant_experiment_and_run_ids_are_refused(artifacts, bad):
     for ids in [(bad, "exp-1", "run-1"), ("acme", bad, "run-1"), ("acme", "exp-1", bad)]:
         with pytest.raises(InvalidArgument):
-            artifacts.run_root(*ids)
+            artifacts.item_uri(*ids)
         with pytest.raises(InvalidArgument):
             await artifacts.put(*ids, "f", b"x")
         with pytest.raises(InvalidArgument):
@@ -344,7 +342,7 @@ def test_open_file_uri_with_absolute_path(tmp_path):
     store = open_artifact_store(tmp_path.resolve().as_uri())
     assert isinstance(store, LocalArtifactStore)
     assert store.root == tmp_path.resolve()
-    assert store.run_root(*RUN) == (tmp_path.resolve() / "acme/exp-1/run-1").as_uri()
+    assert store.item_uri(*RUN) == (tmp_path.resolve() / "acme/exp-1/run-1").as_uri()
 
 
 def test_open_relative_file_uri_and_plain_path(tmp_path, monkeypatch):
@@ -363,10 +361,10 @@ def test_open_s3_uri(monkeypatch):
     store = open_artifact_store("s3://models-bucket/some/prefix/")
     assert isinstance(store, S3ArtifactStore)
     assert (store.bucket, store.prefix) == ("models-bucket", "some/prefix")
-    assert store.run_root(*RUN) == "s3://models-bucket/some/prefix/acme/exp-1/run-1"
+    assert store.item_uri(*RUN) == "s3://models-bucket/some/prefix/acme/exp-1/run-1"
 
     bare = open_artifact_store("s3://models-bucket")
-    assert bare.run_root(*RUN) == "s3://models-bucket/acme/exp-1/run-1"
+    assert bare.item_uri(*RUN) == "s3://models-bucket/acme/exp-1/run-1"
 
 
 @pytest.mark.parametrize(
