@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import MetaData, event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -47,3 +49,33 @@ async def migrate(engine: AsyncEngine, script_location: Path, revision: str = "h
 
     async with engine.begin() as connection:
         await connection.run_sync(upgrade)
+
+
+def run_alembic_env(metadata: MetaData, default_url: Callable[[], str]) -> None:
+    """The body of a service's Alembic `env.py`: migrate the connection that `migrate()` hands
+    over, or, from the `alembic` command line, the database at `default_url()`."""
+    from alembic import context
+
+    def run(connection) -> None:
+        # render_as_batch: SQLite can only ALTER tables by copying them.
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        run(connection)
+        return
+
+    async def run_from_url() -> None:
+        engine = create_async_engine(default_url())
+        async with engine.begin() as connection:
+            await connection.run_sync(run)
+        await engine.dispose()
+
+    asyncio.run(run_from_url())
