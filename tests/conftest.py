@@ -1,14 +1,18 @@
-"""Session-wide infrastructure for the whole suite: a real PostgreSQL and a real MLflow server."""
+"""Session-wide infrastructure for the whole suite: a real PostgreSQL, a real MLflow server and
+the experiments service (the registry other services write to)."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.helpers.mlflow_server import MlflowServer
+from tests.helpers.net import free_port
 from tests.helpers.postgres import PostgresCluster, PostgresUnavailable, find_pg_bin
+from tests.helpers.services import ServiceProcess
 
 
 def _running_in_ci() -> bool:
@@ -36,3 +40,22 @@ def mlflow_server(postgres: PostgresCluster) -> Iterator[MlflowServer]:
     database = postgres.create_database("mlflow")
     with MlflowServer(database.url("psycopg2")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def registry_process(postgres, tmp_path_factory):
+    """The experiments service as a real process on PostgreSQL with a local artifact store."""
+    root = tmp_path_factory.mktemp("registry")
+    database = postgres.create_database(f"registry_e2e_{uuid.uuid4().hex[:8]}")
+    process = ServiceProcess(
+        "mlmesh_experiments",
+        free_port(),
+        {
+            "MLMESH_EXPERIMENTS_DATABASE_URL": database.url("asyncpg"),
+            "MLMESH_ARTIFACT_URI": f"file://{root / 'artifacts'}",
+        },
+        root / "experiments.log",
+    )
+    process.start()
+    yield process
+    process.stop()

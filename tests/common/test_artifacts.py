@@ -159,7 +159,9 @@ async def test_same_run_id_under_two_tenants_is_two_separate_runs(artifacts):
     assert await artifacts.list("acme", "exp-1", "run-1") == [ArtifactEntry("model.bin", False, 12)]
     with pytest.raises(NotFound):
         await artifacts.get("acme", "exp-1", "run-1", "secret.bin")
-    assert artifacts.item_uri("acme", "exp-1", "run-1") != artifacts.item_uri("globex", "exp-1", "run-1")
+    assert artifacts.item_uri("acme", "exp-1", "run-1") != artifacts.item_uri(
+        "globex", "exp-1", "run-1"
+    )
 
 
 # --- path rules ---------------------------------------------------------------------------

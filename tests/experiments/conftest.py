@@ -14,8 +14,6 @@ from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.migrate import migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
 from tests.helpers.gateway import start_gateway
-from tests.helpers.net import free_port
-from tests.helpers.services import ServiceProcess
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -43,25 +41,6 @@ def service(store, tmp_path_factory) -> ExperimentsService:
 @pytest.fixture
 def tenant() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="session")
-def registry_process(postgres, tmp_path_factory):
-    """The experiments service as a real process on PostgreSQL with a local artifact store."""
-    root = tmp_path_factory.mktemp("registry")
-    database = postgres.create_database(f"registry_e2e_{uuid.uuid4().hex[:8]}")
-    process = ServiceProcess(
-        "mlmesh_experiments",
-        free_port(),
-        {
-            "MLMESH_EXPERIMENTS_DATABASE_URL": database.url("asyncpg"),
-            "MLMESH_ARTIFACT_URI": f"file://{root / 'artifacts'}",
-        },
-        root / "experiments.log",
-    )
-    process.start()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="session")

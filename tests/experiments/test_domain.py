@@ -9,23 +9,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mlmesh_common.errors import InvalidArgument
+from mlmesh_common.resources import is_uuid, page, page_window
 from mlmesh_experiments import domain
 from mlmesh_experiments.storage.base import Clause
 
 
 @given(st.integers(0, 10_000), st.integers(0, 1000), st.integers(0, 20_000))
 def test_page_tokens_round_trip(offset, returned, total):
-    token = domain.next_page_token(offset, returned, total)
+    token = page([None] * returned, offset, total).next_page_token
     if returned == 0 or offset + returned >= total:
         assert token == ""
     else:
-        assert domain.page_window(10, 0, token) == (offset + returned, 10)
+        assert page_window(10, 0, token) == (offset + returned, 10)
 
 
 @given(st.text(max_size=40))
 def test_any_garbage_token_is_a_clean_400(text):
     try:
-        offset, _ = domain.page_window(0, 0, text)
+        offset, _ = page_window(0, 0, text)
     except InvalidArgument as error:
         assert error.reason == "INVALID_PAGE_TOKEN"
     else:
@@ -33,12 +34,12 @@ def test_any_garbage_token_is_a_clean_400(text):
 
 
 def test_page_window_defaults_and_clamps():
-    assert domain.page_window(0, 0, "") == (0, 100)
-    assert domain.page_window(5000, 7, "") == (7, 1000)
+    assert page_window(0, 0, "") == (0, 100)
+    assert page_window(5000, 7, "") == (7, 1000)
     with pytest.raises(InvalidArgument):
-        domain.page_window(-1, 0, "")
+        page_window(-1, 0, "")
     with pytest.raises(InvalidArgument):
-        domain.page_window(1, -1, "")
+        page_window(1, -1, "")
 
 
 def test_parse_run_filter():
@@ -80,9 +81,9 @@ def test_bad_filters_are_400(text):
 
 
 def test_ids_and_limits():
-    assert domain.is_uuid(str(uuid.uuid4()))
-    assert not domain.is_uuid(uuid.uuid4().hex)
-    assert not domain.is_uuid("../x")
+    assert is_uuid(str(uuid.uuid4()))
+    assert not is_uuid(uuid.uuid4().hex)
+    assert not is_uuid("../x")
     domain.check_text("x" * 255, domain.MAX_NAME, "name")
     with pytest.raises(InvalidArgument) as excinfo:
         domain.check_text("x" * 256, domain.MAX_NAME, "name")

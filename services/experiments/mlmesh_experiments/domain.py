@@ -1,11 +1,8 @@
-"""Rules of the experiment registry that need no I/O: limits, paging, ids, names and the run
-filter language (MLflow's, parsed into clauses the store binds as parameters)."""
+"""Rules of the experiment registry that need no I/O: limits, names and the run filter language
+(MLflow's, parsed into clauses the store binds as parameters)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,8 +22,6 @@ MAX_DESCRIPTION = 1000
 MAX_BATCH_METRICS = 10_000
 MAX_BATCH_PARAMS = 100
 MAX_BATCH_TAGS = 100
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
 
 _NUMERIC_ATTRIBUTES = {"start_time", "end_time"}
 _STRING_ATTRIBUTES = {"run_id", "id", "run_name", "name", "description", "status"}
@@ -37,18 +32,6 @@ _OPERATORS = {
     "numeric_attribute": {"=", "!=", "<", "<=", ">", ">="},
     "string_attribute": {"=", "!=", "LIKE", "ILIKE", "IN", "NOT IN"},
 }
-
-
-def is_uuid(value: str) -> bool:
-    """Ids are canonical UUID strings; anything else cannot name a stored resource."""
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
 
 
 def generated_name() -> str:
@@ -84,38 +67,6 @@ def check_count(items: Iterable[Any], limit: int, field: str) -> None:
             reason="BATCH_TOO_LARGE",
             metadata={"field": field, "limit": str(limit)},
         )
-
-
-# --- paging --------------------------------------------------------------------------------
-
-
-def page_window(limit: int, offset: int, page_token: str) -> tuple[int, int]:
-    """(offset, limit) of the page asked for: a `page_token` wins over `offset`."""
-    if limit < 0 or offset < 0:
-        raise InvalidArgument("limit and offset must be >= 0", reason="INVALID_PAGE")
-    if page_token:
-        offset = _token_offset(page_token)
-    return offset, min(limit or DEFAULT_LIMIT, MAX_LIMIT)
-
-
-def next_page_token(offset: int, returned: int, total: int) -> str:
-    end = offset + returned
-    if returned == 0 or end >= total:
-        return ""
-    return base64.urlsafe_b64encode(json.dumps({"offset": end}).encode()).decode()
-
-
-def _token_offset(token: str) -> int:
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-    except (binascii.Error, ValueError, TypeError, KeyError, UnicodeError):
-        offset = None
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise InvalidArgument(
-            "invalid page_token: pass back a next_page_token from a previous response",
-            reason="INVALID_PAGE_TOKEN",
-        )
-    return offset
 
 
 # --- run filters ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from mlmesh_common.errors import (
     NotFound,
     PermissionDenied,
 )
+from mlmesh_common.resources import Page, check_owned, is_uuid, new_id, page, page_window
 from mlmesh_experiments import domain
 from mlmesh_experiments.entities import (
     ACTIVE,
@@ -40,13 +41,6 @@ _STAGES = {"": ACTIVE, ACTIVE: ACTIVE, DELETED: DELETED, "all": "all"}
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True)
-class Page:
-    items: list
-    total: int
-    next_page_token: str
 
 
 @dataclass(frozen=True)
@@ -74,22 +68,6 @@ class ArtifactListing:
     root_uri: str
     entries: list[ArtifactEntry]
     records: dict[str, StoredArtifactRecord]
-
-
-def _check_owned(resource: Any, tenant: str, kind: str, resource_id: str) -> None:
-    """404 when absent, 403 when another tenant's: checked before anything else is revealed."""
-    if resource is None:
-        raise NotFound(
-            f"{kind} {resource_id} not found",
-            reason=f"{kind.upper()}_NOT_FOUND",
-            metadata={f"{kind}_id": resource_id},
-        )
-    if resource.tenant != tenant:
-        raise PermissionDenied(
-            f"{kind} {resource_id} belongs to another tenant",
-            reason="TENANT_MISMATCH",
-            metadata={f"{kind}_id": resource_id},
-        )
 
 
 def _check_experiment_fields(fields: dict[str, Any]) -> None:
@@ -129,7 +107,7 @@ class ExperimentsService:
             if generated:
                 values["name"] = domain.generated_name()
             experiment = Experiment(
-                id=domain.new_id(), tenant=tenant, created_at=now, updated_at=now, **values
+                id=new_id(), tenant=tenant, created_at=now, updated_at=now, **values
             )
             try:
                 await self._store.create_experiment(experiment)
@@ -142,11 +120,11 @@ class ExperimentsService:
     async def get_experiment(self, tenant: str, experiment_id: str) -> Experiment:
         found = await self._experiments(experiment_id)
         experiment = found.get(experiment_id)
-        _check_owned(experiment, tenant, "experiment", experiment_id)
+        check_owned(experiment, tenant, "experiment", experiment_id)
         return experiment
 
     async def _experiments(self, *ids: str) -> dict[str, Experiment]:
-        valid = [i for i in ids if domain.is_uuid(i)]
+        valid = [i for i in ids if is_uuid(i)]
         return await self._store.get_experiments(valid) if valid else {}
 
     async def list_experiments(
@@ -167,10 +145,10 @@ class ExperimentsService:
                 reason="INVALID_LIFECYCLE_STAGE",
             )
         domain.check_text(search, domain.MAX_NAME, "search")
-        offset, limit = domain.page_window(limit, offset, page_token)
+        offset, limit = page_window(limit, offset, page_token)
         query = ExperimentQuery(tenant, offset, limit, strategy_id, search, stage)
         experiments, total = await self._store.list_experiments(query)
-        return Page(experiments, total, domain.next_page_token(offset, len(experiments), total))
+        return page(experiments, offset, total)
 
     async def update_experiment(
         self, tenant: str, experiment_id: str, fields: dict[str, Any], mask: Sequence[str]
@@ -254,7 +232,7 @@ class ExperimentsService:
                 f"experiment {experiment_id} is deleted; restore it first",
                 reason="EXPERIMENT_DELETED",
             )
-        run_id = domain.new_id()
+        run_id = new_id()
         run = Run(
             id=run_id,
             tenant=tenant,
@@ -272,11 +250,11 @@ class ExperimentsService:
     async def get_run(self, tenant: str, run_id: str) -> Run:
         runs = await self._runs(run_id)
         run = runs.get(run_id)
-        _check_owned(run, tenant, "run", run_id)
+        check_owned(run, tenant, "run", run_id)
         return run
 
     async def _runs(self, *ids: str) -> dict[str, Run]:
-        valid = [i for i in ids if domain.is_uuid(i)]
+        valid = [i for i in ids if is_uuid(i)]
         return await self._store.get_runs(valid) if valid else {}
 
     async def list_runs(
@@ -291,12 +269,12 @@ class ExperimentsService:
         page_token: str = "",
     ) -> Page:
         clauses = domain.parse_run_filter(filter_text)
-        offset, limit = domain.page_window(limit, offset, page_token)
+        offset, limit = page_window(limit, offset, page_token)
         if experiment_id:
             await self.get_experiment(tenant, experiment_id)
         query = RunQuery(tenant, offset, limit, experiment_id, status, clauses)
         runs, total = await self._store.list_runs(query)
-        return Page(runs, total, domain.next_page_token(offset, len(runs), total))
+        return page(runs, offset, total)
 
     async def _writable_run(self, tenant: str, run_id: str) -> Run:
         run = await self.get_run(tenant, run_id)
