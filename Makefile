@@ -7,7 +7,7 @@ PY := $(BIN)/python
 STAMP := $(VENV)/.installed
 GEN_STAMP := gen/python/.stamp
 PROTOS := $(shell find protos -name '*.proto')
-SERVICES := services/common services/tracking services/experiments
+SERVICES := services/common services/tracking services/experiments services/training
 PYTEST_ARGS ?=
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
@@ -36,6 +36,7 @@ run: setup
 # Realistic runs logged to the local MLflow server with the real mlflow client.
 demo: setup
 	$(PY) -m tools.demo
+	$(PY) -m tools.demo_training
 
 # PostgreSQL server binaries are installed if missing (CI); the tests start throwaway clusters.
 test: setup

@@ -30,6 +30,7 @@ class MeshSettings(BaseSettings):
     mlflow_port: int = 5000
     tracking_port: int = 50051
     experiments_port: int = 50052
+    training_port: int = 50053
     # How long `run` waits for every part to become healthy before it gives up.
     startup_timeout_s: float = 120.0
 
@@ -43,6 +44,11 @@ def _env(settings: MeshSettings) -> dict[str, str]:
         "MLMESH_EXPERIMENTS_DATABASE_URL", f"sqlite+aiosqlite:///{settings.home / 'experiments.db'}"
     )
     env.setdefault("MLMESH_ARTIFACT_URI", f"file://{settings.home / 'artifacts'}")
+    env.setdefault("MLMESH_TRAINING_PORT", str(settings.training_port))
+    env.setdefault(
+        "MLMESH_TRAINING_DATABASE_URL", f"sqlite+aiosqlite:///{settings.home / 'training.db'}"
+    )
+    env.setdefault("MLMESH_EXPERIMENTS_UPSTREAM", f"127.0.0.1:{settings.experiments_port}")
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Without job execution the MLflow server runs as 2 processes instead of 9 (PLATFORM.md).
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
@@ -70,6 +76,7 @@ def processes(settings: MeshSettings) -> dict[str, str]:
         "mlflow": shlex.join(mlflow),
         "tracking": shlex.join([str(BIN / "python"), "-m", "mlmesh_tracking"]),
         "experiments": shlex.join([str(BIN / "python"), "-m", "mlmesh_experiments"]),
+        "training": shlex.join([str(BIN / "python"), "-m", "mlmesh_training"]),
         "gateway": shlex.join(
             [str(BIN / "envoy"), "-c", str(home / "envoy.yaml"), "--log-level", "warn"]
         ),

@@ -1,0 +1,76 @@
+"""Entry point: `python -m mlmesh_training` (or `mlmesh-training`) serves the training service,
+after migrating its database, connecting to Ray and failing tasks a previous process left."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+
+from mlmesh.training.v1 import training_service_pb2, training_service_pb2_grpc
+from mlmesh_common.artifacts import open_artifact_store
+from mlmesh_common.db import create_engine
+from mlmesh_common.logging import configure_logging
+from mlmesh_common.server import ServiceBinding, build_server, serve
+from mlmesh_training import engine
+from mlmesh_training.config import TrainingSettings
+from mlmesh_training.lineage import ExperimentsRecorder, MlflowRecorder, detect_git_commit
+from mlmesh_training.service import TrainingService
+from mlmesh_training.storage.migrate import migrate
+from mlmesh_training.storage.sql import SqlTrainingStore
+from mlmesh_training.transport import TrainingServicer
+
+SERVICE_NAME = training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
+
+
+@dataclass(frozen=True)
+class Deps:
+    service: TrainingService
+    max_message_bytes: int = 256 * 1024 * 1024
+
+
+def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:
+    binding = ServiceBinding(
+        SERVICE_NAME,
+        training_service_pb2_grpc.add_TrainingServiceServicer_to_server,
+        TrainingServicer(deps.service),
+    )
+    return build_server(address, [binding], max_message_bytes=deps.max_message_bytes)
+
+
+async def _main(settings: TrainingSettings) -> None:
+    db = create_engine(settings.database_url, settings.database_pool_size)
+    await migrate(db)
+    store = SqlTrainingStore(db)
+    engine.start_ray(settings.ray_address, settings.ray_num_cpus)
+    mlflow = MlflowRecorder(
+        settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_timeout_s
+    )
+    experiments = ExperimentsRecorder(settings.experiments_address)
+    service = TrainingService(
+        store,
+        open_artifact_store(settings.artifact_uri),
+        mlflow,
+        experiments,
+        settings.git_commit or detect_git_commit(),
+    )
+    await service.tasks.recover()
+    server, port = make_server(Deps(service, settings.max_message_bytes), settings.address)
+    try:
+        await serve(server, port, settings.shutdown_grace_s, "training")
+    finally:
+        await service.tasks.shutdown()
+        await experiments.close()
+        mlflow.close()
+        await store.close()
+
+
+def main() -> None:
+    settings = TrainingSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    asyncio.run(_main(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Configuration of the training service, from `MLMESH_TRAINING_*` and the mesh-wide variables."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
+
+from mlmesh_common.config import ServerSettings
+
+
+class TrainingSettings(ServerSettings):
+    model_config = SettingsConfigDict(env_prefix="MLMESH_TRAINING_", extra="ignore")
+
+    port: int = 50053
+    database_url: str = "sqlite+aiosqlite:///.mlmesh/training.db"
+    database_pool_size: int = 10
+    artifact_uri: str = Field(
+        "file://.mlmesh/artifacts",
+        validation_alias=AliasChoices("MLMESH_ARTIFACT_URI", "MLMESH_TRAINING_ARTIFACT_URI"),
+    )
+    mlflow_tracking_uri: str = Field(
+        "http://127.0.0.1:5000",
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "MLMESH_TRAINING_MLFLOW_TRACKING_URI"),
+    )
+    # The experiments service's gRPC address, where training records its Experiment rows.
+    experiments_address: str = Field(
+        "127.0.0.1:50052",
+        validation_alias=AliasChoices(
+            "MLMESH_EXPERIMENTS_UPSTREAM", "MLMESH_TRAINING_EXPERIMENTS_ADDRESS"
+        ),
+    )
+    # A Ray cluster to run folds on; unset starts a local Ray with `ray_num_cpus` CPUs.
+    ray_address: str | None = Field(
+        None, validation_alias=AliasChoices("RAY_ADDRESS", "MLMESH_TRAINING_RAY_ADDRESS")
+    )
+    ray_num_cpus: int | None = None
+    # Recorded as each training's `git_commit` lineage tag; detected from the checkout if unset.
+    git_commit: str = Field("", validation_alias=AliasChoices("MLMESH_GIT_COMMIT"))
+    # MLflow experiment that training runs are logged to.
+    mlflow_experiment: str = "mlmesh-training"
+    mlflow_timeout_s: float = 10.0

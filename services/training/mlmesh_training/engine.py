@@ -1,0 +1,157 @@
+"""Cross-validated training on Ray: every fold is fitted in its own Ray task, the final model on
+all rows in another; the gRPC event loop only schedules and awaits them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import ray
+
+from mlmesh_common.errors import FailedPrecondition
+from mlmesh_training.cv import Fold
+from mlmesh_training.plugins import get_plugin
+
+SUMMARY_METRICS = ("mse", "mae", "directional_accuracy")
+
+
+@dataclass(frozen=True)
+class FoldScore:
+    fold: int
+    n_train: int
+    n_test: int
+    train_start: pd.Timestamp
+    train_end: pd.Timestamp
+    test_start: pd.Timestamp
+    test_end: pd.Timestamp
+    mse: float
+    mae: float
+    directional_accuracy: float
+
+
+@dataclass(frozen=True)
+class CVResult:
+    folds: list[FoldScore]
+
+    @property
+    def summary(self) -> dict[str, float]:
+        """mean_/std_ of every fold metric (population std, as numpy's default)."""
+        result: dict[str, float] = {}
+        for name in SUMMARY_METRICS:
+            values = np.array([getattr(f, name) for f in self.folds], dtype=float)
+            result[f"mean_{name}"] = float(values.mean())
+            result[f"std_{name}"] = float(values.std())
+        return result
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float, int]:
+    """mse, mae and directional accuracy over the rows the model could predict, and their
+    count. Rows predicted NaN (e.g. an LSTM's first window) are masked, never averaged in."""
+    mask = np.isfinite(y_pred)
+    if not mask.any():
+        raise FailedPrecondition(
+            "the model predicted no row of a test fold", reason="NO_PREDICTIONS"
+        )
+    truth, pred = y_true[mask], y_pred[mask]
+    errors = pred - truth
+    mse = float(np.mean(errors**2))
+    mae = float(np.mean(np.abs(errors)))
+    direction = float(np.mean(np.sign(pred) == np.sign(truth)))
+    return mse, mae, direction, int(mask.sum())
+
+
+@ray.remote(num_cpus=1)
+def _fit_predict(
+    plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series, train, test
+) -> np.ndarray:
+    plugin = get_plugin(plugin_key)
+    fitted = plugin.fit(X.iloc[train], y.iloc[train], params, seed)
+    # Feature rows before the test window are known at prediction time (no labels in them);
+    # sequence models use them as context for the first test rows.
+    history = X.iloc[: test[0]]
+    return np.asarray(fitted.predict(X.iloc[test], history=history), dtype=float)
+
+
+@ray.remote(num_cpus=1)
+def _fit_full(plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series) -> bytes:
+    return get_plugin(plugin_key).fit(X, y, params, seed).save()
+
+
+def start_ray(address: str | None, num_cpus: int | None) -> None:
+    """Connects to the cluster at `address`, or starts a local Ray (no dashboard)."""
+    if ray.is_initialized():
+        return
+    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **options)
+    else:
+        ray.init(num_cpus=num_cpus, **options)
+
+
+Progress = Callable[[int, int], Awaitable[None]]
+
+
+async def cross_validate(
+    plugin_key: str,
+    params: dict,
+    seed: int,
+    X: pd.DataFrame,
+    y: pd.Series,
+    folds: Sequence[Fold],
+    on_progress: Progress | None = None,
+) -> CVResult:
+    """Fits every fold in parallel on Ray and scores it out of sample."""
+    X_ref, y_ref = ray.put(X), ray.put(y)
+    refs = {
+        fold.index: _fit_predict.remote(
+            plugin_key, params, seed, X_ref, y_ref, fold.train, fold.test
+        )
+        for fold in folds
+    }
+
+    async def fitted(fold: Fold) -> tuple[Fold, np.ndarray]:
+        return fold, await refs[fold.index]
+
+    scores: dict[int, FoldScore] = {}
+    tasks = [asyncio.ensure_future(fitted(fold)) for fold in folds]
+    try:
+        for done in asyncio.as_completed(tasks):
+            fold, predictions = await done
+            scores[fold.index] = _fold_score(fold, X.index, y.to_numpy(), predictions)
+            if on_progress is not None:
+                await on_progress(len(scores), len(folds))
+    except BaseException:
+        # Cancelled (or a fold failed): stop the other folds' Ray tasks too.
+        for task in tasks:
+            task.cancel()
+        for ref in refs.values():
+            ray.cancel(ref)
+        raise
+    return CVResult([scores[f.index] for f in folds])
+
+
+def _fold_score(fold: Fold, index: pd.DatetimeIndex, y: np.ndarray, pred: np.ndarray) -> FoldScore:
+    mse, mae, direction, _ = score(y[fold.test], pred)
+    return FoldScore(
+        fold=fold.index,
+        n_train=len(fold.train),
+        n_test=len(fold.test),
+        train_start=index[fold.train[0]],
+        train_end=index[fold.train[-1]],
+        test_start=index[fold.test[0]],
+        test_end=index[fold.test[-1]],
+        mse=mse,
+        mae=mae,
+        directional_accuracy=direction,
+    )
+
+
+async def fit_full(
+    plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series
+) -> bytes:
+    """The model fitted on every row, serialised by its plugin."""
+    return await _fit_full.remote(plugin_key, params, seed, X, y)

@@ -1,0 +1,155 @@
+"""Where a training is recorded besides the model: an MLflow run with lineage tags and per-fold
+step metrics, and an Experiment row in the registry through the experiments service's gRPC API."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from mlmesh.experiments.v1 import (
+    experiment_pb2,
+    experiments_service_pb2,
+    experiments_service_pb2_grpc,
+)
+from mlmesh_common.errors import Unavailable
+from mlmesh_common.tenancy import DEFAULT_TENANT, TENANT_HEADER
+from mlmesh_training.engine import CVResult
+
+TENANT_TAG = "mlmesh.tenant"
+
+
+def detect_git_commit() -> str:
+    """The checkout's HEAD, for the `git_commit` lineage tag; "unknown" outside a checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Lineage:
+    tenant: str
+    strategy_id: str
+    git_commit: str
+    dataset_version: str
+    feature_version: str
+    model_version: str
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            "run_type": "training",
+            "strategy_id": self.strategy_id,
+            "git_commit": self.git_commit,
+            "dataset_version": self.dataset_version,
+            "feature_version": self.feature_version,
+            "model_version": self.model_version,
+        }
+        # Untagged runs are the default tenant's, as the tracking service reads them.
+        if self.tenant != DEFAULT_TENANT:
+            tags[TENANT_TAG] = self.tenant
+        return tags
+
+
+class MlflowRecorder:
+    """Logs trainings to MLflow with its client, off the event loop and with a bounded wait."""
+
+    def __init__(self, tracking_uri: str, experiment_name: str, timeout_s: float) -> None:
+        self._client = MlflowClient(tracking_uri=tracking_uri)
+        self._uri = tracking_uri
+        self._experiment_name = experiment_name
+        self._timeout_s = timeout_s
+        self._executor = ThreadPoolExecutor(4, thread_name_prefix="mlflow")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def record(
+        self,
+        run_name: str,
+        lineage: Lineage,
+        params: dict[str, Any],
+        result: CVResult,
+    ) -> str:
+        call = functools.partial(self._record, run_name, lineage, params, result)
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(self._executor, call), self._timeout_s
+            )
+        except (TimeoutError, MlflowException, OSError) as exc:
+            raise Unavailable(
+                f"MLflow at {self._uri} is unavailable: {exc}", reason="MLFLOW_UNAVAILABLE"
+            ) from exc
+
+    def _record(self, run_name: str, lineage: Lineage, params: dict, result: CVResult) -> str:
+        experiment = self._client.get_experiment_by_name(self._experiment_name)
+        if experiment is None:
+            try:
+                experiment_id = self._client.create_experiment(self._experiment_name)
+            except MlflowException:  # created concurrently
+                experiment_id = self._client.get_experiment_by_name(
+                    self._experiment_name
+                ).experiment_id
+        else:
+            experiment_id = experiment.experiment_id
+        run = self._client.create_run(experiment_id, run_name=run_name, tags=lineage.tags())
+        run_id = run.info.run_id
+        now = run.info.start_time
+        metrics = [
+            Metric(f"fold_{name}", getattr(fold, name), now, fold.fold)
+            for fold in result.folds
+            for name in ("mse", "mae", "directional_accuracy")
+        ]
+        metrics += [Metric(name, value, now, 0) for name, value in result.summary.items()]
+        flat = {k: str(v)[:6000] for k, v in params.items()}
+        self._client.log_batch(
+            run_id,
+            metrics=metrics,
+            params=[Param(k, v) for k, v in sorted(flat.items())][:100],
+            tags=[RunTag("mlmesh.n_folds", str(len(result.folds)))],
+        )
+        self._client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+
+class ExperimentsRecorder:
+    """Writes Experiment rows through the experiments service's gRPC API."""
+
+    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
+        self._address = address
+        self._timeout_s = timeout_s
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = experiments_service_pb2_grpc.ExperimentServiceStub(self._channel)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def record(self, tenant: str, fields: dict[str, Any]) -> str:
+        parameters = struct_pb2.Struct()
+        parameters.update(fields.pop("parameters", {}))
+        experiment = experiment_pb2.Experiment(parameters=parameters, **fields)
+        try:
+            created = await self._stub.CreateExperiment(
+                experiments_service_pb2.CreateExperimentRequest(experiment=experiment),
+                metadata=[(TENANT_HEADER, tenant)],
+                timeout=self._timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(
+                f"the experiments service at {self._address} failed: {exc.details()}",
+                reason="EXPERIMENTS_UNAVAILABLE",
+            ) from exc
+        return created.id

@@ -1,0 +1,267 @@
+"""The training service end to end through the real gateway: datasets, models, synchronous and
+asynchronous training with every side effect checked, and metrics recomputed independently."""
+
+from __future__ import annotations
+
+import itertools
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_error
+
+from mlmesh_training import datasets as ds
+from mlmesh_training.cv import CVConfig, split
+from mlmesh_training.plugins import get_plugin
+from tests.training.conftest import bars_csv, features_csv, upload
+from tests.training.data import sp500_bars, sp500_features
+
+MODELS, DATASETS, TASKS = "/api/v1/models", "/api/v1/datasets", "/api/v1/tasks"
+FAST_PARAMS = {"n_estimators": 20, "max_depth": 3}
+
+
+def reason(response) -> str:
+    return response.json()["details"][0]["reason"]
+
+
+def create_model(api, **body) -> dict:
+    body = {"name": "rf", "model_type": "random_forest", "parameters": FAST_PARAMS, **body}
+    response = api("POST", MODELS, json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def train_body(spx, **overrides) -> dict:
+    body = {
+        "dataset": {"feature_ids": [spx["features"]["id"]], "symbol": "SPX", "target_horizon": 1},
+        "cv": {"method": "expanding", "n_splits": 4, "test_size": 0.1},
+        "strategy_id": "S-mom",
+        "seed": 7,
+    }
+    body.update(overrides)
+    return body
+
+
+def test_dataset_upload_dedupe_preview_and_list(api, spx):
+    bars = spx["bars"]
+    assert bars["kind"] == "bars" and "close" in bars["columns"] and bars["row_count"] > 600
+    assert bars["start_date"] < bars["end_date"] and len(bars["version_hash"]) == 64
+    again = upload(api, bars_csv(), kind="bars", symbol="SPX")
+    assert again.status_code == 201 and again.json()["id"] == bars["id"]
+    preview = api("GET", f"{DATASETS}/{spx['features']['id']}/preview", params={"rows": 3}).json()
+    assert len(preview["rows"]) == 3 and "timestamp" in preview["rows"][0]
+    listed = api("GET", DATASETS, params={"kind": "features"}).json()
+    assert [d["id"] for d in listed["datasets"]] == [spx["features"]["id"]]
+    raw = api(
+        "POST",
+        DATASETS,
+        params={"kind": "features", "symbol": "RAW"},
+        data=features_csv(50),
+        headers={"content-type": "text/csv"},
+    )
+    assert raw.status_code == 201, raw.text
+
+
+@pytest.mark.parametrize(
+    ("data", "params", "why"),
+    [
+        (b"timestamp,open\n2020-01-01,1\n2020-01-02,2\n", {"kind": "bars"}, "MISSING_CLOSE"),
+        (b"a,b\n1,2\n", {"kind": "features"}, "MISSING_TIMESTAMP"),
+        (b"timestamp,x\n2020-01-01,abc\n", {"kind": "features"}, "NON_NUMERIC_COLUMNS"),
+        (b"timestamp,x\n2020-01-01,1\n", {"kind": "nonsense"}, "INVALID_KIND"),
+    ],
+)
+def test_bad_uploads_are_400(api, data, params, why):
+    response = upload(api, data, symbol="BAD", **params)
+    assert response.status_code == 400, response.text
+    assert reason(response) == why
+
+
+def test_model_crud_and_optimistic_locking(api):
+    model = create_model(api, model_type="ml.xgboost", family="machine_learning", parameters={})
+    assert model["plugin_key"] == "ml.xgboost" and model["version"] == 1
+    url = f"{MODELS}/{model['id']}"
+    patched = api("PATCH", url, json={"parameters": {"max_depth": 4}, "version": 1})
+    assert patched.status_code == 200 and patched.json()["version"] == 2
+    assert patched.json()["parameters"] == {"max_depth": 4}
+    stale = api("PATCH", url, json={"name": "x", "version": 1})
+    assert stale.status_code == 409 and reason(stale) == "VERSION_MISMATCH"
+    bad_param = api("PATCH", url, json={"parameters": {"colour": "red"}})
+    assert bad_param.status_code == 400 and reason(bad_param) == "UNKNOWN_PARAMETER"
+    assert api("DELETE", url).status_code == 204
+    assert api("GET", url).status_code == 404
+
+
+def test_model_type_is_validated_against_the_family(api):
+    unknown = api("POST", MODELS, json={"name": "m", "model_type": "prophet"})
+    assert unknown.status_code == 400 and "ml.xgboost" in unknown.json()["message"]
+    mismatch = api(
+        "POST", MODELS, json={"name": "m", "model_type": "xgboost", "family": "statistical"}
+    )
+    assert mismatch.status_code == 400 and "stat.arima" in mismatch.json()["message"]
+
+
+def test_plugins_and_search_spaces(api):
+    plugins = api("GET", f"{MODELS}/plugins/available").json()["plugins"]
+    keys = {p["key"] for p in plugins}
+    assert keys == {
+        "stat.arima",
+        "stat.garch",
+        "ml.xgboost",
+        "ml.lightgbm",
+        "ml.catboost",
+        "ml.random_forest",
+        "dl.lstm",
+        "ens.mean",
+        "ens.stacking",
+    }
+    spaces = api("GET", f"{MODELS}/plugins/search-spaces").json()["search_spaces"]
+    assert spaces["ml.lightgbm"]["params"]["num_leaves"]["type"] == "int"
+
+
+def expected_fold_metrics(spx_rows: int, body: dict) -> list[tuple[float, float, float]]:
+    """The same folds recomputed here: the same data, split and model, scored by scikit-learn."""
+    close = sp500_bars(spx_rows)["close"]
+    X, _ = sp500_features(spx_rows)
+    assembled = ds.assemble(close, [("f", X)], target_horizon=1, start=None, end=None)
+    cv = CVConfig(method="expanding", n_splits=4, test_size=0.1)
+    plugin = get_plugin("ml.random_forest")
+    results = []
+    for fold in split(len(assembled.X), cv, 1):
+        fitted = plugin.fit(
+            assembled.X.iloc[fold.train], assembled.y.iloc[fold.train], FAST_PARAMS, body["seed"]
+        )
+        pred = fitted.predict(assembled.X.iloc[fold.test])
+        truth = assembled.y.iloc[fold.test].to_numpy()
+        results.append(
+            (
+                mean_squared_error(truth, pred),
+                mean_absolute_error(truth, pred),
+                accuracy_score(np.sign(truth), np.sign(pred)),
+            )
+        )
+    return results
+
+
+def test_sync_training_end_to_end(api, spx, mlflow_server, tenant):
+    model = create_model(api)
+    body = train_body(spx)
+    response = api("POST", f"{MODELS}/{model['id']}/train", json=body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    cv = result["cv_metrics"]
+    assert cv["n_folds"] == 4 and len(cv["folds"]) == 4
+    folds = cv["folds"]
+    for earlier, later in itertools.pairwise(folds):
+        assert earlier["test_end"] < later["test_start"]
+    for fold in folds:
+        assert fold["train_end"] < fold["test_start"]
+    expected = expected_fold_metrics(600, body)
+    for fold, (mse, mae, da) in zip(folds, expected, strict=True):
+        assert fold["mse"] == pytest.approx(mse, abs=1e-9)
+        assert fold["mae"] == pytest.approx(mae, abs=1e-9)
+        assert fold["directional_accuracy"] == pytest.approx(da, abs=1e-9)
+    assert cv["mean_mse"] == pytest.approx(np.mean([m for m, _, _ in expected]), abs=1e-12)
+    assert result["feature_columns"] == [
+        "ret_lag_1",
+        "ret_lag_5",
+        "ret_lag_20",
+        "vol_20",
+        "mom_20",
+        "rsi_14",
+    ]
+
+    # Side effects: the model, its artifact, the MLflow run and the Experiment record.
+    updated = api("GET", f"{MODELS}/{model['id']}").json()
+    assert updated["version"] == 2 == result["model_version"]
+    assert updated["artifact_uri"] == result["artifact_uri"]
+    assert updated["mlflow_run_id"] == result["mlflow_run_id"]
+    assert updated["metrics"]["mean_mse"] == pytest.approx(cv["mean_mse"])
+    path = result["artifact_uri"].removeprefix("file://")
+    loaded = get_plugin("ml.random_forest").load(Path(path).read_bytes())
+    assert loaded.plugin_key == "ml.random_forest"
+    run = MlflowClient(mlflow_server.url).get_run(result["mlflow_run_id"])
+    assert run.data.tags["run_type"] == "training"
+    assert run.data.tags["strategy_id"] == "S-mom"
+    assert run.data.tags["git_commit"] == "0123abcd"
+    assert run.data.tags["model_version"] == "2"
+    assert run.data.tags["mlmesh.tenant"] == tenant
+    assert run.data.tags["dataset_version"] and run.data.tags["feature_version"]
+    history = MlflowClient(mlflow_server.url).get_metric_history(run.info.run_id, "fold_mse")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    experiment = api("GET", f"/api/v1/experiments/{result['experiment_id']}").json()
+    assert experiment["mlflow_run_id"] == result["mlflow_run_id"]
+    assert experiment["model_version"] == "2" and experiment["strategy_id"] == "S-mom"
+
+    # The same request again gives identical metrics.
+    again = api("POST", f"{MODELS}/{model['id']}/train", json=body).json()
+    assert again["cv_metrics"]["folds"] == folds
+    assert again["model_version"] == 3
+
+
+def test_async_training_reports_progress_and_matches_sync(api, spx):
+    model = create_model(api)
+    body = train_body(spx)
+    accepted = api("POST", f"{MODELS}/{model['id']}/train/async", json=body)
+    assert accepted.status_code == 202, accepted.text
+    task = accepted.json()
+    assert task["status"] in ("PENDING", "RUNNING")
+    assert accepted.headers["location"] == f"{TASKS}/{task['task_id']}"
+    seen = set()
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        task = api("GET", f"{TASKS}/{task['task_id']}").json()
+        seen.add(task["status"])
+        if task["status"] in ("SUCCEEDED", "FAILED"):
+            break
+        time.sleep(0.2)
+    assert task["status"] == "SUCCEEDED", task
+    assert task["progress"]["completed"] == task["progress"]["total"] == 5
+    sync = api("POST", f"{MODELS}/{model['id']}/train", json=body).json()
+    assert task["result"]["cv_metrics"]["folds"] == sync["cv_metrics"]["folds"]
+    listed = api("GET", TASKS, params={"kind": "train"}).json()
+    assert [t["task_id"] for t in listed["tasks"]] == [task["task_id"]]
+    cancel_done = api("POST", f"{TASKS}/{task['task_id']}/cancel", json={})
+    assert cancel_done.status_code == 400 and reason(cancel_done) == "TASK_ALREADY_DONE"
+
+
+@pytest.mark.parametrize("path", ["train", "train/async"])
+def test_training_validation_is_the_same_sync_and_async(api, spx, path):
+    model = create_model(api)
+    url = f"{MODELS}/{model['id']}/{path}"
+    missing = [str(uuid.uuid4()), str(uuid.uuid4())]
+    unknown = api(
+        "POST", url, json=train_body(spx, dataset={"feature_ids": missing, "symbol": "SPX"})
+    )
+    assert unknown.status_code == 404 and all(i in unknown.json()["message"] for i in missing)
+    short = train_body(spx)
+    short["dataset"] = {**short["dataset"], "start_date": "2018-12-01", "end_date": "2018-12-20"}
+    too_little = api("POST", url, json=short)
+    assert too_little.status_code == 422 and reason(too_little) == "TOO_LITTLE_DATA"
+    backwards = train_body(spx)
+    backwards["dataset"] = {
+        **backwards["dataset"],
+        "start_date": "2019-01-01",
+        "end_date": "2018-01-01",
+    }
+    assert api("POST", url, json=backwards).status_code == 400
+    bad_cv = api("POST", url, json=train_body(spx, cv={"method": "random"}))
+    assert bad_cv.status_code == 400
+    no_bars = train_body(spx)
+    no_bars["dataset"] = {**no_bars["dataset"], "symbol": "NOPE"}
+    assert api("POST", url, json=no_bars).status_code == 404
+    assert api("GET", TASKS).json()["total"] == 0
+
+
+def test_unknown_and_foreign_ids(api, training_gateway):
+    assert api("GET", f"{TASKS}/{uuid.uuid4()}").status_code == 404
+    assert api("GET", f"{MODELS}/{uuid.uuid4()}").status_code == 404
+    assert api("GET", f"{DATASETS}/nope").status_code == 404
+    from tests.training.conftest import Client
+
+    theirs = create_model(Client(training_gateway.base_url, "someone-else"))
+    assert api("GET", f"{MODELS}/{theirs['id']}").status_code == 403
+    assert api("POST", f"{MODELS}/{theirs['id']}/train", json={}).status_code == 403
