@@ -1,0 +1,100 @@
+"""Tasks survive the service: a task interrupted by a crash (SIGKILL) or a graceful stop
+(SIGTERM) is FAILED with the reason after the restart, never PENDING or RUNNING forever."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import grpc
+import pytest
+from google.api import httpbody_pb2
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2
+
+from mlmesh.training.v1 import model_pb2, task_pb2, training_service_pb2_grpc
+from mlmesh.training.v1 import training_service_pb2 as pb
+from tests.helpers.net import free_port
+from tests.helpers.services import ServiceProcess
+from tests.training.conftest import bars_csv, features_csv, training_env
+
+TENANT = [("x-tenant-id", "restart")]
+
+
+def start(env, root, port) -> ServiceProcess:
+    process = ServiceProcess("mlmesh_training", port, env, root / f"training-{time.time()}.log")
+    return process.start(timeout_s=120)
+
+
+def upload(stub, kind: str, data: bytes) -> str:
+    request = pb.CreateDatasetRequest(
+        kind=kind,
+        symbol="SPX",
+        upload=httpbody_pb2.HttpBody(content_type="text/csv", data=data),
+    )
+    return stub.CreateDataset(request, metadata=TENANT).id
+
+
+def running_task(stub) -> str:
+    upload(stub, "bars", bars_csv())
+    features = upload(stub, "features", features_csv())
+    parameters = struct_pb2.Struct()
+    parameters.update({"epochs": 400, "hidden_size": 64})
+    model = stub.CreateModel(
+        pb.CreateModelRequest(
+            model=model_pb2.Model(name="slow", model_type="lstm", parameters=parameters)
+        ),
+        metadata=TENANT,
+    )
+    task = stub.TrainModelAsync(
+        pb.TrainModelAsyncRequest(
+            model_id=model.id,
+            dataset=pb.DatasetSpec(feature_ids=[features], symbol="SPX"),
+            cv=pb.CVConfig(method="expanding", n_splits=4, test_size=0.1),
+        ),
+        metadata=TENANT,
+    )
+    deadline = time.monotonic() + 60
+    while stub.GetTask(pb.GetTaskRequest(task_id=task.task_id), metadata=TENANT).status != (
+        task_pb2.Task.RUNNING
+    ):
+        assert time.monotonic() < deadline, "task never started"
+        time.sleep(0.1)
+    return task.task_id
+
+
+@pytest.mark.parametrize(
+    ("stop", "reason"),
+    [
+        (lambda p: os.killpg(p.process.pid, signal.SIGKILL), "SERVICE_RESTARTED"),
+        (lambda p: p.stop(), "SERVICE_STOPPED"),
+    ],
+    ids=["crash", "graceful"],
+)
+def test_interrupted_task_is_failed_with_reason(
+    postgres, mlflow_server, registry_process, tmp_path, stop, reason
+):
+    env = training_env(postgres, mlflow_server, registry_process, tmp_path)
+    port = free_port()
+    first = start(env, tmp_path, port)
+    try:
+        with grpc.insecure_channel(first.address) as channel:
+            task_id = running_task(training_service_pb2_grpc.TrainingServiceStub(channel))
+        stop(first)
+        first.process.wait(30)
+    finally:
+        first.stop()
+    second = start(env, tmp_path, port)
+    try:
+        with grpc.insecure_channel(second.address) as channel:
+            stub = training_service_pb2_grpc.TrainingServiceStub(channel)
+            task = stub.GetTask(pb.GetTaskRequest(task_id=task_id), metadata=TENANT)
+        assert task.status == task_pb2.Task.FAILED
+        assert task.error.message
+        assert task.HasField("finished_at")
+        info = error_details_pb2.ErrorInfo()
+        task.error.details[0].Unpack(info)
+        assert info.reason == reason
+    finally:
+        second.stop()
