@@ -247,15 +247,15 @@ class ExperimentsService:
         await self._store.create_run(run)
         return run
 
-    async def get_run(self, tenant: str, run_id: str) -> Run:
-        runs = await self._runs(run_id)
+    async def get_run(self, tenant: str, run_id: str, *, hydrate: bool = True) -> Run:
+        runs = await self._runs(run_id, hydrate=hydrate)
         run = runs.get(run_id)
         check_owned(run, tenant, "run", run_id)
         return run
 
-    async def _runs(self, *ids: str) -> dict[str, Run]:
+    async def _runs(self, *ids: str, hydrate: bool = True) -> dict[str, Run]:
         valid = [i for i in ids if is_uuid(i)]
-        return await self._store.get_runs(valid) if valid else {}
+        return await self._store.get_runs(valid, hydrate=hydrate) if valid else {}
 
     async def list_runs(
         self,
@@ -277,7 +277,7 @@ class ExperimentsService:
         return page(runs, offset, total)
 
     async def _writable_run(self, tenant: str, run_id: str) -> Run:
-        run = await self.get_run(tenant, run_id)
+        run = await self.get_run(tenant, run_id, hydrate=False)
         if run.lifecycle_stage == DELETED:
             raise FailedPrecondition(
                 f"run {run_id} belongs to a deleted experiment", reason="RUN_DELETED"
@@ -328,7 +328,7 @@ class ExperimentsService:
         self, tenant: str, run_id: str, key: str, max_points: int = 0
     ) -> tuple[list[MetricPoint], int]:
         history.check_max_points(max_points)
-        await self.get_run(tenant, run_id)
+        await self.get_run(tenant, run_id, hydrate=False)
         points = await self._store.metric_history(run_id, key)
         if not points:
             raise NotFound(
@@ -368,13 +368,13 @@ class ExperimentsService:
         return record
 
     async def list_artifacts(self, tenant: str, run_id: str, path: str = "") -> ArtifactListing:
-        run = await self.get_run(tenant, run_id)
+        run = await self.get_run(tenant, run_id, hydrate=False)
         entries = await self._artifacts.list(tenant, run.experiment_id, run_id, path)
         records = await self._store.artifact_records(run_id)
         return ArtifactListing(run.artifact_uri, entries, records)
 
     async def download_artifact(self, tenant: str, run_id: str, path: str) -> tuple[bytes, str]:
-        run = await self.get_run(tenant, run_id)
+        run = await self.get_run(tenant, run_id, hydrate=False)
         data = await self._artifacts.get(tenant, run.experiment_id, run_id, path)
         content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
         return data, content_type

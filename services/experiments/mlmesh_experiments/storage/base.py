@@ -73,8 +73,9 @@ class ExperimentStore(abc.ABC):
     async def create_run(self, run: Run) -> None: ...
 
     @abc.abstractmethod
-    async def get_runs(self, ids: Sequence[str]) -> dict[str, Run]:
-        """Runs with tags, params and latest metrics, and their experiment's lifecycle stage."""
+    async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:
+        """Runs and their experiment's lifecycle stage, with tags, params and latest metrics
+        unless `hydrate` is False (a cheap existence and ownership check)."""
 
     @abc.abstractmethod
     async def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:

@@ -6,7 +6,21 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import (
+    Float,
+    String,
+    and_,
+    bindparam,
+    false,
+    func,
+    insert,
+    literal,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -32,6 +46,43 @@ from mlmesh_experiments.storage.models import (
 
 _EXPERIMENT_COLUMNS = [column.key for column in ExperimentRow.__table__.columns]
 _RUN_COLUMNS = [column.key for column in RunRow.__table__.columns]
+
+
+_IDS = bindparam("ids", expanding=True)
+# Built once: statements are the same on every call, only the ids vary.
+_RUNS_BY_ID = (
+    select(RunRow.__table__, ExperimentRow.lifecycle_stage)
+    .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
+    .where(RunRow.id.in_(_IDS))
+)
+_NO_TEXT, _NO_NUMBER = null().cast(String), null().cast(Float)
+_RUN_DETAILS = union_all(
+    select(
+        TagRow.run_id,
+        literal("t").label("kind"),
+        TagRow.key,
+        TagRow.value.label("text"),
+        _NO_NUMBER.label("number"),
+        false().label("is_nan"),
+    ).where(TagRow.run_id.in_(_IDS)),
+    select(ParamRow.run_id, literal("p"), ParamRow.key, ParamRow.value, _NO_NUMBER, false()).where(
+        ParamRow.run_id.in_(_IDS)
+    ),
+    select(
+        LatestMetricRow.run_id,
+        literal("m"),
+        LatestMetricRow.key,
+        _NO_TEXT,
+        LatestMetricRow.value,
+        LatestMetricRow.is_nan,
+    ).where(LatestMetricRow.run_id.in_(_IDS)),
+)
+
+
+def _run(row: Any) -> Run:
+    return Run(
+        **{name: getattr(row, name) for name in _RUN_COLUMNS}, lifecycle_stage=row.lifecycle_stage
+    )
 
 
 def _experiment(row: Any) -> Experiment:
@@ -106,47 +157,28 @@ class SqlExperimentStore(ExperimentStore):
                     [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()],
                 )
 
-    async def get_runs(self, ids: Sequence[str]) -> dict[str, Run]:
+    async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:
         if not ids:
             return {}
         async with self._engine.connect() as conn:
-            rows = await conn.execute(
-                select(RunRow.__table__, ExperimentRow.lifecycle_stage)
-                .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
-                .where(RunRow.id.in_(ids))
-            )
-            runs = {
-                row.id: Run(
-                    **{name: getattr(row, name) for name in _RUN_COLUMNS},
-                    lifecycle_stage=row.lifecycle_stage,
-                )
-                for row in rows
-            }
-            await self._hydrate(conn, runs)
+            rows = await conn.execute(_RUNS_BY_ID, {"ids": list(ids)})
+            runs = {row.id: _run(row) for row in rows}
+            if hydrate:
+                await self._hydrate(conn, runs)
             return runs
 
     async def _hydrate(self, conn: AsyncConnection, runs: dict[str, Run]) -> None:
-        """Tags, params and latest metrics of `runs`: three queries, whatever their number."""
+        """Tags, params and latest metrics of `runs`: one query, whatever their number."""
         if not runs:
             return
-        ids = list(runs)
-        for row in await conn.execute(
-            select(TagRow.run_id, TagRow.key, TagRow.value).where(TagRow.run_id.in_(ids))
-        ):
-            runs[row.run_id].tags[row.key] = row.value
-        for row in await conn.execute(
-            select(ParamRow.run_id, ParamRow.key, ParamRow.value).where(ParamRow.run_id.in_(ids))
-        ):
-            runs[row.run_id].params[row.key] = row.value
-        for row in await conn.execute(
-            select(
-                LatestMetricRow.run_id,
-                LatestMetricRow.key,
-                LatestMetricRow.value,
-                LatestMetricRow.is_nan,
-            ).where(LatestMetricRow.run_id.in_(ids))
-        ):
-            runs[row.run_id].metrics[row.key] = math.nan if row.is_nan else row.value
+        for row in await conn.execute(_RUN_DETAILS, {"ids": list(runs)}):
+            run = runs[row.run_id]
+            if row.kind == "t":
+                run.tags[row.key] = row.text
+            elif row.kind == "p":
+                run.params[row.key] = row.text
+            else:
+                run.metrics[row.key] = math.nan if row.is_nan else row.number
 
     async def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
         conditions = [RunRow.tenant == query.tenant]
@@ -165,13 +197,7 @@ class SqlExperimentStore(ExperimentStore):
                 .offset(query.offset)
                 .limit(query.limit)
             )
-            runs = {
-                row.id: Run(
-                    **{name: getattr(row, name) for name in _RUN_COLUMNS},
-                    lifecycle_stage=row.lifecycle_stage,
-                )
-                for row in rows
-            }
+            runs = {row.id: _run(row) for row in rows}
             await self._hydrate(conn, runs)
             return list(runs.values()), total or 0
 
