@@ -11,7 +11,7 @@ SERVICES := services/common services/tracking services/experiments services/trai
 PYTEST_ARGS ?=
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: setup install protos run demo test lint lint-python lint-protos constraints clean
+.PHONY: setup install protos run demo test bench lint lint-python lint-protos constraints clean
 
 setup: install protos
 
@@ -43,11 +43,16 @@ test: setup
 	bash tools/ensure_postgres.sh >/dev/null
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# Side-by-side performance against a real mlflow server; writes docs/benchmarks.md.
+bench: setup
+	bash tools/ensure_postgres.sh >/dev/null
+	$(PY) -m bench.experiments
+
 lint: lint-python lint-protos
 
 lint-python: install
-	$(BIN)/ruff check services tests tools gateway
-	$(BIN)/ruff format --check services tests tools gateway
+	$(BIN)/ruff check services tests tools gateway bench
+	$(BIN)/ruff format --check services tests tools gateway bench
 
 .tools/node_modules/.bin/buf:
 	npm install --silent --prefix .tools @bufbuild/buf@1
