@@ -265,3 +265,35 @@ def test_unknown_and_foreign_ids(api, training_gateway):
     theirs = create_model(Client(training_gateway.base_url, "someone-else"))
     assert api("GET", f"{MODELS}/{theirs['id']}").status_code == 403
     assert api("POST", f"{MODELS}/{theirs['id']}/train", json={}).status_code == 403
+
+
+def test_cancel_a_running_task(api, spx):
+    model = create_model(
+        api, name="slow", model_type="lstm", parameters={"epochs": 300, "hidden_size": 64}
+    )
+    task = api("POST", f"{MODELS}/{model['id']}/train/async", json=train_body(spx)).json()
+    cancelled = api("POST", f"{TASKS}/{task['task_id']}/cancel", json={})
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["status"] == "CANCELLED" and cancelled.json()["finished_at"]
+    time.sleep(1)
+    after = api("GET", f"{TASKS}/{task['task_id']}").json()
+    assert after["status"] == "CANCELLED"
+    # The cancelled training never touched the model.
+    assert api("GET", f"{MODELS}/{model['id']}").json()["version"] == 1
+    listed = api("GET", TASKS, params={"status": "CANCELLED"}).json()
+    assert [t["task_id"] for t in listed["tasks"]] == [task["task_id"]]
+
+
+def test_model_and_dataset_lists_and_deletes(api, spx):
+    ids = [create_model(api, name=f"m{i}")["id"] for i in range(3)]
+    create_model(api, name="arima", model_type="arima", parameters={})
+    first = api("GET", MODELS, params={"limit": 2, "family": "machine_learning"}).json()
+    assert first["total"] == 3 and [m["id"] for m in first["models"]] == ids[::-1][:2]
+    params = {"page_token": first["next_page_token"], "limit": 2, "family": "machine_learning"}
+    rest = api("GET", MODELS, params=params).json()
+    assert [m["id"] for m in rest["models"]] == ids[:1] and rest["next_page_token"] == ""
+    assert api("GET", MODELS, params={"family": "quantum"}).status_code == 400
+    feature_id = spx["features"]["id"]
+    assert api("DELETE", f"{DATASETS}/{feature_id}").status_code == 204
+    assert api("GET", f"{DATASETS}/{feature_id}").status_code == 404
+    assert api("GET", DATASETS).json()["total"] == 1

@@ -17,8 +17,10 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """An engine for `url`. SQLite gets one connection (one writer at a time, never a "database
     is locked" error), foreign keys and WAL journaling."""
     if not url.startswith("sqlite"):
+        # No pre-ping (a round trip per request); connections are recycled instead, and one
+        # that died with a database restart fails its request once and is replaced.
         return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
         )
     engine = create_async_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
 
@@ -31,6 +33,11 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same pool in autocommit mode, for reads: no BEGIN and no ROLLBACK round trips."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def alembic_config(script_location: Path) -> Config:

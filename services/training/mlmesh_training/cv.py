@@ -1,43 +1,50 @@
-"""Time-series cross-validation that never leaks the future into training: rolling and
-expanding walk-forward windows, purged k-fold and combinatorial purged CV (CPCV)."""
+"""Time-series cross-validation that never trains on a label overlapping the test period:
+walk-forward (rolling, expanding), purged k-fold and combinatorial purged CV (CPCV)."""
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+import numbers
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from mlmesh_common.errors import InvalidArgument, TooLittleData
 
 METHODS = ("rolling", "expanding", "purged_kfold", "cpcv")
+WALK_FORWARD = ("rolling", "expanding")
 MIN_TRAIN_ROWS = 10
 MIN_TEST_ROWS = 2
+# Every fold holds O(n_rows) indices and costs one model fit; C(n, k) explodes quickly.
+MAX_FOLDS = 1000
+
+# A half-open row range [start, stop).
+Range = tuple[int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Fold:
+    """Sorted, read-only int64 row indices. `test_groups` names the CPCV groups a fold tests
+    (its `test` may then be several separate blocks); it is empty for the other methods."""
+
     index: int
     train: np.ndarray
     test: np.ndarray
-    # CPCV: the groups this fold tests; empty for the other methods.
-    test_groups: tuple[int, ...] = field(default=())
-
-
-def _bad(message: str) -> InvalidArgument:
-    return InvalidArgument(f"invalid cv: {message}", reason="INVALID_CV_CONFIG")
-
-
-def _rows(size: float, n_rows: int) -> int:
-    """A size given as a fraction of the rows (< 1) or as a row count (>= 1)."""
-    return int(size) if size >= 1 else math.floor(size * n_rows)
+    test_groups: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class CVConfig:
-    """`test_size` and `min_train_size` are fractions of the rows when below 1, row counts
-    otherwise. `gap` defaults to target_horizon - 1 rows between train and test."""
+    """How to cut `n_rows` time-ordered rows into folds.
+
+    `test_size` and `min_train_size` are fractions of the rows when below 1 (rounded down) and
+    row counts when they are whole numbers >= 1. `test_size` and `min_train_size` only shape
+    walk-forward folds; purged k-fold and CPCV cut the rows into `n_splits` equal groups.
+    `gap` rows are left out before every test block on top of what the label horizon needs
+    (see `split`); `embargo_pct` of the rows are dropped after every purged k-fold/CPCV block.
+    """
 
     method: str = "expanding"
     n_splits: int = 5
@@ -48,96 +55,224 @@ class CVConfig:
     n_test_splits: int = 2
 
     def gap_rows(self, target_horizon: int) -> int:
+        """The walk-forward gap: `target_horizon - 1` unless set."""
         return target_horizon - 1 if self.gap is None else self.gap
 
+    def n_folds(self) -> int:
+        if self.method == "cpcv":
+            return math.comb(self.n_splits, self.n_test_splits)
+        return self.n_splits
+
     def validate(self, n_rows: int, target_horizon: int) -> None:
-        if self.method not in METHODS:
-            raise _bad(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.n_splits < 2:
-            raise _bad("n_splits must be >= 2")
-        if self.method == "cpcv" and not 1 <= self.n_test_splits < self.n_splits:
-            raise _bad("n_test_splits must be between 1 and n_splits - 1")
-        for name in ("test_size", "min_train_size"):
-            value = getattr(self, name)
-            if not value > 0 or (value >= 1 and value != int(value)):
-                raise _bad(f"{name} must be a fraction in (0, 1) or a whole row count")
-        if self.gap is not None and self.gap < 0:
-            raise _bad("gap must be >= 0")
-        if not 0 <= self.embargo_pct < 0.5:
-            raise _bad("embargo_pct must be in [0, 0.5)")
-        if target_horizon < 1:
-            raise _bad("target_horizon must be >= 1")
-        folds = split(n_rows, self, target_horizon, _validated=True)
-        min_train = MIN_TRAIN_ROWS
-        if self.method in ("rolling", "expanding"):
-            min_train = max(min_train, _rows(self.min_train_size, n_rows))
-        short = [f.index for f in folds if len(f.train) < min_train or len(f.test) < MIN_TEST_ROWS]
-        if short:
-            raise TooLittleData(
-                f"{n_rows} rows are too few for {self.n_splits} {self.method} folds: every fold "
-                f"needs {min_train} training and {MIN_TEST_ROWS} test rows",
-                reason="TOO_LITTLE_DATA",
-                metadata={"rows": str(n_rows)},
+        """InvalidArgument (INVALID_CV_CONFIG) for a malformed config, TooLittleData when
+        `n_rows` rows cannot give every fold MIN_TRAIN_ROWS training and MIN_TEST_ROWS test rows.
+        """
+        self._check_fields()
+        if not _is_int(target_horizon) or target_horizon < 1:
+            raise InvalidArgument(
+                f"target_horizon must be an integer >= 1, got {target_horizon!r}",
+                reason="INVALID_HORIZON",
             )
+        if self.method in WALK_FORWARD:
+            _check_walk_forward_rows(n_rows, self, target_horizon)
+        else:
+            _check_purged_rows(n_rows, self, target_horizon)
+
+    def _check_fields(self) -> None:
+        if self.method not in METHODS:
+            raise _bad("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if not _is_int(self.n_splits) or self.n_splits < 2:
+            raise _bad("n_splits", f"must be an integer >= 2, got {self.n_splits!r}")
+        if self.method == "cpcv" and not (
+            _is_int(self.n_test_splits) and 1 <= self.n_test_splits < self.n_splits
+        ):
+            raise _bad(
+                "n_test_splits",
+                f"must be an integer from 1 to n_splits - 1 = {self.n_splits - 1}, "
+                f"got {self.n_test_splits!r}",
+            )
+        for name in ("test_size", "min_train_size"):
+            if not _is_size(getattr(self, name)):
+                raise _bad(
+                    name,
+                    f"must be a fraction in (0, 1) or a whole row count >= 1, "
+                    f"got {getattr(self, name)!r}",
+                )
+        if self.gap is not None and (not _is_int(self.gap) or self.gap < 0):
+            raise _bad("gap", f"must be an integer >= 0, got {self.gap!r}")
+        if not (_is_real(self.embargo_pct) and 0 <= self.embargo_pct < 0.5):
+            raise _bad("embargo_pct", f"must be in [0, 0.5), got {self.embargo_pct!r}")
+        if self.n_folds() > MAX_FOLDS:
+            raise _bad("n_splits", f"gives {self.n_folds()} folds, more than {MAX_FOLDS}")
 
 
 def split(
-    n_rows: int,
-    config: CVConfig,
-    target_horizon: int = 1,
-    *,
-    purge: bool = True,
-    _validated: bool = False,
+    n_rows: int, config: CVConfig, target_horizon: int = 1, *, purge: bool = True
 ) -> list[Fold]:
-    """The folds of `config` over rows 0..n_rows-1, where row i's label is close[i+h] / close[i]:
-    no training label resolves after a test block starts (i + h <= its first row).
+    """The folds of `config` over rows 0..n_rows-1, validated first (see `CVConfig.validate`).
 
-    `purge=False` keeps training rows whose labels overlap a test block: a diagnostic that
-    shows how much such leakage flatters a score; training never uses it.
+    Row i's label is the forward return close[i+h] / close[i] - 1, so it uses rows [i, i + h]
+    (h = target_horizon). A training row leaks when that interval meets a test row, or, for
+    rows after a test block, the interval [j, j + h] of a test row j: both would let the model
+    see prices from the test period.
+
+    - expanding: `n_splits` back-to-back test windows of `test_size` rows end at the last row;
+      fold k trains on rows [0, test_start - gap - 1), where gap defaults to h - 1, so the h
+      rows whose labels reach the window are left out. The first fold trains on at least
+      `min_train_size` rows.
+    - rolling: the same test windows; training is the `min_train_size` rows just before that
+      cut-off.
+    - purged_kfold: `n_splits` contiguous test blocks that partition the rows; training is
+      every other row except the purge: the h (+ gap, if set) rows before a block, the h rows
+      after it, whose labels overlap the block's labels, and then ceil(embargo_pct * n_rows)
+      embargoed rows.
+    - cpcv: `n_splits` contiguous groups; each of the C(n_splits, n_test_splits) combinations
+      (in `itertools.combinations` order) is one fold's test set, purged and embargoed around
+      every tested group as above.
+
+    `purge=False` is for tests and diagnostics only: it drops gap, purge and embargo (test rows
+    stay out of training) to show how much overlapping labels flatter a score.
     """
-    if not _validated:
-        config.validate(n_rows, target_horizon)
-    if config.method in ("rolling", "expanding"):
+    config.validate(n_rows, target_horizon)
+    if config.method in WALK_FORWARD:
         return _walk_forward(n_rows, config, target_horizon, purge)
-    return _purged(n_rows, config, target_horizon, purge)
+    return [
+        Fold(k, _frozen(_complement(left_out, n_rows)), _frozen(_cover(blocks)), groups)
+        for k, (groups, blocks, left_out) in enumerate(
+            _purged_layout(n_rows, config, target_horizon, purge)
+        )
+    ]
 
 
 def _walk_forward(n_rows: int, config: CVConfig, horizon: int, purge: bool) -> list[Fold]:
-    test_size = max(_rows(config.test_size, n_rows), 1)
-    window = max(_rows(config.min_train_size, n_rows), 1)
-    gap = config.gap_rows(horizon) if purge else 0
-    folds = []
+    test_size = _rows(config.test_size, n_rows)
+    window = _rows(config.min_train_size, n_rows)
+    cut = config.gap_rows(horizon) + 1 if purge else 0
     first_test = n_rows - config.n_splits * test_size
+    folds = []
     for k in range(config.n_splits):
         test_start = first_test + k * test_size
-        train_end = test_start - gap  # exclusive
-        train_start = max(train_end - window, 0) if config.method == "rolling" else 0
-        train = np.arange(max(train_start, 0), max(train_end, 0), dtype=np.int64)
-        test = np.arange(max(test_start, 0), test_start + test_size, dtype=np.int64)
-        folds.append(Fold(k, train, test))
+        train_stop = test_start - cut
+        train_start = train_stop - window if config.method == "rolling" else 0
+        train = np.arange(train_start, train_stop, dtype=np.int64)
+        test = np.arange(test_start, test_start + test_size, dtype=np.int64)
+        folds.append(Fold(k, _frozen(train), _frozen(test)))
     return folds
 
 
-def _purged(n_rows: int, config: CVConfig, horizon: int, purge: bool) -> list[Fold]:
-    groups = np.array_split(np.arange(n_rows, dtype=np.int64), config.n_splits)
-    embargo = math.ceil(config.embargo_pct * n_rows)
-    extra_gap = config.gap or 0
-    if config.method == "purged_kfold":
-        tested = [(g,) for g in range(config.n_splits)]
+def _purged_layout(
+    n_rows: int, config: CVConfig, horizon: int, purge: bool
+) -> Iterator[tuple[tuple[int, ...], list[Range], list[Range]]]:
+    """Per fold: the CPCV groups it tests (empty for purged k-fold), its test blocks, and the
+    merged row ranges kept out of training (test blocks widened by purge and embargo)."""
+    edges = [g * n_rows // config.n_splits for g in range(config.n_splits + 1)]
+    groups = list(itertools.pairwise(edges))
+    if purge:
+        before = horizon + (config.gap or 0)
+        after = horizon + math.ceil(config.embargo_pct * n_rows)
     else:
-        tested = list(itertools.combinations(range(config.n_splits), config.n_test_splits))
-    folds = []
-    for k, chosen in enumerate(tested):
-        test = np.concatenate([groups[g] for g in chosen])
-        keep = np.ones(n_rows, dtype=bool)
-        keep[test] = False
-        if purge:
-            for g in chosen:
-                start, end = int(groups[g][0]), int(groups[g][-1])
-                # Row i's label is close[i+h] / close[i]: any i > start - h resolves after the
-                # block starts, the same bound the walk-forward gap (h - 1 rows) keeps.
-                keep[max(start - (horizon - 1) - extra_gap, 0) : start] = False
-                keep[end + 1 : end + 1 + embargo] = False
-        train = np.flatnonzero(keep).astype(np.int64)
-        folds.append(Fold(k, train, test, tuple(chosen) if config.method == "cpcv" else ()))
-    return folds
+        before = after = 0
+    k = 1 if config.method == "purged_kfold" else config.n_test_splits
+    for chosen in itertools.combinations(range(config.n_splits), k):
+        blocks = [groups[g] for g in chosen]
+        left_out = _merge([(max(a - before, 0), min(b + after, n_rows)) for a, b in blocks])
+        yield (chosen if config.method == "cpcv" else ()), blocks, left_out
+
+
+def _check_walk_forward_rows(n_rows: int, config: CVConfig, horizon: int) -> None:
+    test_size = _rows(config.test_size, n_rows)
+    window = _rows(config.min_train_size, n_rows)
+    cut = config.gap_rows(horizon) + 1
+    needed_train = max(window, MIN_TRAIN_ROWS)
+    first_train = n_rows - config.n_splits * test_size - cut
+    if config.method == "rolling" and window < MIN_TRAIN_ROWS:
+        raise _too_little(
+            n_rows,
+            f"min_train_size gives a rolling training window of {window} rows on {n_rows} "
+            f"rows; at least {MIN_TRAIN_ROWS} are needed",
+        )
+    if test_size < MIN_TEST_ROWS or first_train < needed_train:
+        raise _too_little(
+            n_rows,
+            f"{n_rows} rows cannot hold {config.n_splits} {config.method} test windows of "
+            f"{test_size} rows (>= {MIN_TEST_ROWS} needed) after {cut} left-out rows and a "
+            f"first training window of {needed_train} rows",
+        )
+
+
+def _check_purged_rows(n_rows: int, config: CVConfig, horizon: int) -> None:
+    if n_rows // config.n_splits < MIN_TEST_ROWS:
+        raise _too_little(
+            n_rows,
+            f"{n_rows} rows cannot be cut into {config.n_splits} groups of at least "
+            f"{MIN_TEST_ROWS} rows",
+        )
+    for _, _, left_out in _purged_layout(n_rows, config, horizon, purge=True):
+        train_rows = n_rows - sum(b - a for a, b in left_out)
+        if train_rows < MIN_TRAIN_ROWS:
+            raise _too_little(
+                n_rows,
+                f"{n_rows} rows leave a {config.method} fold only {train_rows} training rows "
+                f"after purge and embargo (>= {MIN_TRAIN_ROWS} needed)",
+            )
+
+
+def _merge(ranges: Sequence[Range]) -> list[Range]:
+    merged: list[Range] = []
+    for start, stop in sorted(ranges):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+def _cover(ranges: Sequence[Range]) -> np.ndarray:
+    parts = [np.arange(a, b, dtype=np.int64) for a, b in ranges]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+def _complement(ranges: Sequence[Range], n_rows: int) -> np.ndarray:
+    """The rows of [0, n_rows) outside the sorted, disjoint `ranges`."""
+    bounds = [0, *itertools.chain.from_iterable(ranges), n_rows]
+    return _cover(list(zip(bounds[::2], bounds[1::2], strict=True)))
+
+
+def _frozen(rows: np.ndarray) -> np.ndarray:
+    # Folds are shared between Ray tasks and metrics; nobody may reorder them in place.
+    rows.setflags(write=False)
+    return rows
+
+
+def _rows(size: float, n_rows: int) -> int:
+    """A size as rows: a fraction of n_rows (rounded down) below 1, a row count otherwise."""
+    if size >= 1:
+        return int(size)
+    # The epsilon keeps e.g. 0.29 * 100 = 28.999999999999996 at 29 rows.
+    return math.floor(size * n_rows + 1e-9)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_size(value: object) -> bool:
+    if not _is_real(value) or not math.isfinite(value):  # type: ignore[arg-type]
+        return False
+    return 0 < value < 1 or (value >= 1 and float(value).is_integer())  # type: ignore[operator]
+
+
+def _bad(field: str, message: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"invalid cv config: {field} {message}",
+        reason="INVALID_CV_CONFIG",
+        metadata={"field": field},
+    )
+
+
+def _too_little(n_rows: int, message: str) -> TooLittleData:
+    return TooLittleData(message, reason="TOO_LITTLE_DATA", metadata={"rows": str(n_rows)})

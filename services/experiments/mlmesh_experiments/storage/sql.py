@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mlmesh_common.db import reader
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
 from mlmesh_experiments.entities import Experiment, MetricPoint, Run
 from mlmesh_experiments.storage import search
@@ -92,6 +93,8 @@ def _experiment(row: Any) -> Experiment:
 class SqlExperimentStore(ExperimentStore):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Reads autocommit: one round trip per query, no transaction around it.
+        self._reader = reader(engine)
         dialect = engine.dialect.name
         self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
 
@@ -109,7 +112,7 @@ class SqlExperimentStore(ExperimentStore):
             raise _name_taken(experiment.name) from exc
 
     async def get_experiments(self, ids: Sequence[str]) -> dict[str, Experiment]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = await conn.execute(
                 select(ExperimentRow.__table__).where(ExperimentRow.id.in_(ids))
             )
@@ -125,7 +128,7 @@ class SqlExperimentStore(ExperimentStore):
         if query.search:
             escaped = query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             conditions.append(ExperimentRow.name.ilike(f"%{escaped}%", escape="\\"))
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             total = await conn.scalar(select(func.count()).select_from(table).where(*conditions))
             rows = await conn.execute(
                 select(table)
@@ -160,7 +163,7 @@ class SqlExperimentStore(ExperimentStore):
     async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:
         if not ids:
             return {}
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = await conn.execute(_RUNS_BY_ID, {"ids": list(ids)})
             runs = {row.id: _run(row) for row in rows}
             if hydrate:
@@ -187,7 +190,7 @@ class SqlExperimentStore(ExperimentStore):
         if query.status:
             conditions.append(RunRow.status == query.status)
         conditions += [search.condition(clause) for clause in query.clauses]
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             total = await conn.scalar(select(func.count()).select_from(RunRow).where(*conditions))
             rows = await conn.execute(
                 select(RunRow.__table__, ExperimentRow.lifecycle_stage)
@@ -292,7 +295,7 @@ class SqlExperimentStore(ExperimentStore):
             return result.rowcount == 1
 
     async def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = await conn.execute(
                 select(MetricRow.step, MetricRow.timestamp, MetricRow.value, MetricRow.is_nan)
                 .where(MetricRow.run_id == run_id, MetricRow.key == key)
@@ -327,7 +330,7 @@ class SqlExperimentStore(ExperimentStore):
             )
 
     async def artifact_records(self, run_id: str) -> dict[str, StoredArtifactRecord]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = await conn.execute(select(ArtifactRow).where(ArtifactRow.run_id == run_id))
             return {
                 row.path: StoredArtifactRecord(row.path, row.size_bytes, row.sha256, row.uri)

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from mlmesh_common.db import reader
 from mlmesh_training.entities import Dataset, Model, Task
 from mlmesh_training.storage.base import TrainingStore
 from mlmesh_training.storage.models import DatasetRow, ModelRow, TaskRow
@@ -21,6 +22,8 @@ def _columns(row_type: type) -> list[str]:
 class SqlTrainingStore(TrainingStore):
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        # Reads autocommit: one round trip per query, no transaction around it.
+        self._reader = reader(engine)
         self._entities = {ModelRow: Model, DatasetRow: Dataset, TaskRow: Task}
 
     async def close(self) -> None:
@@ -37,7 +40,7 @@ class SqlTrainingStore(TrainingStore):
     async def _get(self, row_type: type, ids: Sequence[str]) -> dict[str, Any]:
         if not ids:
             return {}
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = await conn.execute(select(row_type.__table__).where(row_type.id.in_(ids)))
             return {row.id: self._entity(row_type, row) for row in rows}
 
@@ -46,7 +49,7 @@ class SqlTrainingStore(TrainingStore):
     ) -> tuple[list[Any], int]:
         conditions = [row_type.tenant == tenant]
         conditions += [getattr(row_type, k) == v for k, v in filters.items() if v]
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             total = await conn.scalar(select(func.count()).select_from(row_type).where(*conditions))
             rows = await conn.execute(
                 select(row_type.__table__)
@@ -91,7 +94,7 @@ class SqlTrainingStore(TrainingStore):
             await self._insert(DatasetRow, dataset)
             return dataset
         except IntegrityError:
-            async with self._engine.connect() as conn:
+            async with self._reader.connect() as conn:
                 row = (
                     await conn.execute(
                         select(DatasetRow.__table__).where(
@@ -106,7 +109,7 @@ class SqlTrainingStore(TrainingStore):
         return await self._get(DatasetRow, ids)
 
     async def find_bars(self, tenant: str, symbol: str, timeframe: str) -> Dataset | None:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (
                 await conn.execute(
                     select(DatasetRow.__table__)
@@ -148,6 +151,6 @@ class SqlTrainingStore(TrainingStore):
             return result.rowcount == 1
 
     async def tasks_with_status(self, statuses: Sequence[str]) -> list[Task]:
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = await conn.execute(select(TaskRow.__table__).where(TaskRow.status.in_(statuses)))
             return [self._entity(TaskRow, row) for row in rows]
