@@ -49,6 +49,7 @@ _EXPERIMENT_COLUMNS = [column.key for column in ExperimentRow.__table__.columns]
 _RUN_COLUMNS = [column.key for column in RunRow.__table__.columns]
 
 
+_METRIC_COPY_COLUMNS = ("run_id", "key", "step", "timestamp", "value", "is_nan")
 _IDS = bindparam("ids", expanding=True)
 # Built once: statements are the same on every call, only the ids vary.
 _RUNS_BY_ID = (
@@ -256,8 +257,6 @@ class SqlExperimentStore(ExperimentStore):
             }
             for point in metrics
         ]
-        # One multi-row INSERT per chunk (insertmanyvalues), not a statement per point.
-        await conn.execute(insert(MetricRow), rows)
         latest: dict[str, dict[str, Any]] = {}
         for row in rows:
             best = latest.get(row["key"])
@@ -284,6 +283,18 @@ class SqlExperimentStore(ExperimentStore):
                 ),
             )
         )
+        if self._engine.dialect.name == "postgresql":
+            # COPY, after the upsert above has opened the batch's transaction (asyncpg starts
+            # it lazily, on the first statement SQLAlchemy sends): the fastest bulk path.
+            raw = (await conn.get_raw_connection()).driver_connection
+            await raw.copy_records_to_table(
+                MetricRow.__tablename__,
+                records=[tuple(row[c] for c in _METRIC_COPY_COLUMNS) for row in rows],
+                columns=_METRIC_COPY_COLUMNS,
+            )
+        else:
+            # One multi-row INSERT per chunk, not a statement per point.
+            await conn.execute(insert(MetricRow), rows)
 
     async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
         async with self._engine.begin() as conn:
