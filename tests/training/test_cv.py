@@ -18,13 +18,14 @@ from mlmesh_training.cv import METHODS, CVConfig, split
 
 def test_expanding_and_rolling_by_hand():
     expanding = split(20, CVConfig("expanding", n_splits=2, test_size=4, min_train_size=5), 1)
+    # Row 11's label close[12] / close[11] uses the first test row's price: left out.
     assert [(f.train.tolist(), f.test.tolist()) for f in expanding] == [
-        (list(range(12)), [12, 13, 14, 15]),
-        (list(range(16)), [16, 17, 18, 19]),
+        (list(range(11)), [12, 13, 14, 15]),
+        (list(range(15)), [16, 17, 18, 19]),
     ]
     rolling = split(40, CVConfig("rolling", n_splits=2, test_size=4, min_train_size=10), 3)
-    # gap = h - 1 = 2 rows between train and test.
-    assert rolling[0].train.tolist() == list(range(20, 30))
+    # h = 3: the gap (h - 1 = 2) and the row before it, whose labels reach row 32, are out.
+    assert rolling[0].train.tolist() == list(range(19, 29))
     assert rolling[0].test.tolist() == [32, 33, 34, 35]
 
 
@@ -32,8 +33,9 @@ def test_purged_kfold_by_hand():
     folds = split(40, CVConfig("purged_kfold", n_splits=4, embargo_pct=0.05), 3)
     middle = folds[1]  # tests rows 10..19
     assert middle.test.tolist() == list(range(10, 20))
-    # Purged: rows 8, 9 (labels resolve inside the block); embargo: rows 20, 21.
-    assert middle.train.tolist() == list(range(8)) + list(range(22, 40))
+    # Purged: rows 7-9 (labels reach the block) and 20-22 (their prices are inside the
+    # block's labels); embargo: rows 23-24.
+    assert middle.train.tolist() == list(range(7)) + list(range(25, 40))
 
 
 def test_cpcv_paths():
