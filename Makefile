@@ -11,7 +11,7 @@ SERVICES := services/common services/tracking services/experiments services/trai
 PYTEST_ARGS ?=
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: setup install protos run demo test bench lint lint-python lint-protos constraints clean
+.PHONY: setup install protos run demo test bench lint lint-python lint-protos constraints clean k8s-validate
 
 setup: install protos
 
@@ -68,3 +68,11 @@ constraints: install
 
 clean:
 	rm -rf $(VENV) gen gateway/build .mlmesh .tools
+
+# deploy/k8s offline: the gateway config rendered from the descriptor set, every overlay built
+# with `kubectl kustomize` and validated (kubernetes-validate --strict, the RayCluster schema,
+# envoy --mode validate, pod policy); the Dockerfiles linted with hadolint.
+k8s-validate: protos
+	$(PY) deploy/k8s/render_gateway_config.py
+	$(PY) deploy/k8s/validate.py
+	$(BIN)/hadolint services/tracking/Dockerfile services/experiments/Dockerfile services/training/Dockerfile

@@ -9,8 +9,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+# Advisory lock key taken while migrating ("mlmesh" in ASCII).
+_LOCK = 0x6D6C6D657368
 
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
@@ -55,6 +58,10 @@ async def migrate(engine: AsyncEngine, script_location: Path, revision: str = "h
         command.upgrade(config, revision)
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Pods starting together on a new database migrate one at a time; the lock ends
+            # with the transaction.
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK})
         await connection.run_sync(upgrade)
 
 
