@@ -37,13 +37,14 @@ class Fold:
 
 @dataclass(frozen=True)
 class CVConfig:
-    """How to cut `n_rows` time-ordered rows into folds.
+    """How to cut `n_rows` time-ordered rows into folds (see `split` for each method).
 
     `test_size` and `min_train_size` are fractions of the rows when below 1 (rounded down) and
-    row counts when they are whole numbers >= 1. `test_size` and `min_train_size` only shape
-    walk-forward folds; purged k-fold and CPCV cut the rows into `n_splits` equal groups.
-    `gap` rows are left out before every test block on top of what the label horizon needs
-    (see `split`); `embargo_pct` of the rows are dropped after every purged k-fold/CPCV block.
+    row counts when they are whole numbers >= 1; only walk-forward folds use them, purged
+    k-fold and CPCV cut the rows into `n_splits` groups whose sizes differ by at most one.
+    Walk-forward folds leave `gap + 1` rows out before each test window (gap defaults to
+    target_horizon - 1); purged k-fold and CPCV purge by the horizon anyway and `gap` adds rows
+    to the purge before each block. `embargo_pct` only applies to purged k-fold and CPCV.
     """
 
     method: str = "expanding"
@@ -57,6 +58,11 @@ class CVConfig:
     def gap_rows(self, target_horizon: int) -> int:
         """The walk-forward gap: `target_horizon - 1` unless set."""
         return target_horizon - 1 if self.gap is None else self.gap
+
+    def embargo_rows(self, n_rows: int) -> int:
+        """Rows embargoed after each purged k-fold/CPCV test block: ceil(embargo_pct * n_rows)."""
+        # The epsilon keeps e.g. 0.07 * 100 = 7.000000000000001 at 7 rows.
+        return math.ceil(self.embargo_pct * n_rows - 1e-9)
 
     def n_folds(self) -> int:
         if self.method == "cpcv":
@@ -169,7 +175,7 @@ def _purged_layout(
     groups = list(itertools.pairwise(edges))
     if purge:
         before = horizon + (config.gap or 0)
-        after = horizon + math.ceil(config.embargo_pct * n_rows)
+        after = horizon + config.embargo_rows(n_rows)
     else:
         before = after = 0
     k = 1 if config.method == "purged_kfold" else config.n_test_splits
@@ -261,9 +267,10 @@ def _is_real(value: object) -> bool:
 
 
 def _is_size(value: object) -> bool:
-    if not _is_real(value) or not math.isfinite(value):  # type: ignore[arg-type]
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return False
-    return 0 < value < 1 or (value >= 1 and float(value).is_integer())  # type: ignore[operator]
+    size = float(value)
+    return math.isfinite(size) and (0 < size < 1 or (size >= 1 and size.is_integer()))
 
 
 def _bad(field: str, message: str) -> InvalidArgument:
