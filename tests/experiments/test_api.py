@@ -14,20 +14,9 @@ import requests
 
 from mlmesh.experiments.v1 import experiments_service_pb2 as pb
 from mlmesh.experiments.v1 import experiments_service_pb2_grpc
+from tests.helpers.rest import Client
 
 API = "/api/v1/experiments"
-
-
-class Client:
-    """REST calls as one tenant over one keep-alive session."""
-
-    def __init__(self, base_url: str, tenant: str) -> None:
-        self.base_url = base_url
-        self.session = requests.Session()
-        self.session.headers["x-tenant-id"] = tenant
-
-    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
-        return self.session.request(method, self.base_url + path, timeout=30, **kwargs)
 
 
 @pytest.fixture

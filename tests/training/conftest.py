@@ -11,6 +11,7 @@ import requests
 
 from tests.helpers.gateway import start_gateway
 from tests.helpers.net import free_port
+from tests.helpers.rest import Client
 from tests.helpers.services import ServiceProcess
 from tests.training.data import sp500_bars, sp500_features
 
@@ -62,16 +63,6 @@ def training_gateway(training_process, registry_process, tmp_path_factory):
     )
     yield gateway
     gateway.stop()
-
-
-class Client:
-    def __init__(self, base_url: str, tenant: str) -> None:
-        self.base_url = base_url
-        self.session = requests.Session()
-        self.session.headers["x-tenant-id"] = tenant
-
-    def __call__(self, method: str, path: str, **kwargs) -> requests.Response:
-        return self.session.request(method, self.base_url + path, timeout=300, **kwargs)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from sklearn.metrics import accuracy_score, mean_absolute_error, mean_squared_er
 from mlmesh_training import datasets as ds
 from mlmesh_training.cv import CVConfig, split
 from mlmesh_training.plugins import get_plugin
+from tests.helpers.rest import Client
 from tests.training.conftest import bars_csv, features_csv, upload
 from tests.training.data import sp500_bars, sp500_features
 
@@ -260,8 +261,6 @@ def test_unknown_and_foreign_ids(api, training_gateway):
     assert api("GET", f"{TASKS}/{uuid.uuid4()}").status_code == 404
     assert api("GET", f"{MODELS}/{uuid.uuid4()}").status_code == 404
     assert api("GET", f"{DATASETS}/nope").status_code == 404
-    from tests.training.conftest import Client
-
     theirs = create_model(Client(training_gateway.base_url, "someone-else"))
     assert api("GET", f"{MODELS}/{theirs['id']}").status_code == 403
     assert api("POST", f"{MODELS}/{theirs['id']}/train", json={}).status_code == 403
