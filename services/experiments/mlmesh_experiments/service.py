@@ -73,9 +73,8 @@ class ArtifactListing:
 def _check_experiment_fields(fields: dict[str, Any]) -> None:
     domain.check_text(fields.get("name", ""), domain.MAX_NAME, "name")
     domain.check_text(fields.get("description", ""), domain.MAX_DESCRIPTION, "description")
-    for name in ("strategy_id", "dataset_version", "feature_version", "model_version"):
-        domain.check_text(fields.get(name, ""), domain.MAX_NAME, name)
-    for name in ("git_commit", "mlflow_run_id"):
+    lineage = ("strategy_id", "dataset_version", "feature_version", "model_version")
+    for name in (*lineage, "git_commit", "mlflow_run_id"):
         domain.check_text(fields.get(name, ""), domain.MAX_NAME, name)
     domain.check_entries(fields.get("tags", {}), domain.MAX_TAG_VALUE, "tag")
     domain.check_entries(fields.get("artifacts", {}), domain.MAX_TAG_VALUE, "artifact")

@@ -4,13 +4,14 @@ out, and the REST status each call asks the gateway for."""
 from __future__ import annotations
 
 from google.api import httpbody_pb2
-from google.protobuf import empty_pb2, struct_pb2
+from google.protobuf import empty_pb2
 
 from mlmesh.experiments.v1 import experiments_service_pb2 as pb
 from mlmesh.experiments.v1 import experiments_service_pb2_grpc, run_pb2
 from mlmesh_common.compare import MetricDiff, ParamDiff
 from mlmesh_common.http import set_http_status
 from mlmesh_common.tenancy import tenant_of
+from mlmesh_common.values import nullable
 from mlmesh_experiments.entities import MetricPoint, experiment_fields
 from mlmesh_experiments.service import ExperimentsService
 
@@ -18,20 +19,12 @@ API = "/api/v1/experiments"
 _DIRECTIONS = {"maximize": pb.MetricDiff.MAXIMIZE, "minimize": pb.MetricDiff.MINIMIZE}
 
 
-def _nullable(value: str | float | None) -> struct_pb2.Value:
-    if value is None:
-        return struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
-    if isinstance(value, str):
-        return struct_pb2.Value(string_value=value)
-    return struct_pb2.Value(number_value=value)
-
-
 def _metric_diffs(diffs: dict[str, MetricDiff]) -> dict[str, pb.MetricDiff]:
     return {
         key: pb.MetricDiff(
-            values={i: _nullable(v) for i, v in diff.values.items()},
-            best_id=_nullable(diff.best_id),
-            best_value=_nullable(diff.best_value),
+            values={i: nullable(v) for i, v in diff.values.items()},
+            best_id=nullable(diff.best_id),
+            best_value=nullable(diff.best_value),
             direction=_DIRECTIONS[diff.direction],
         )
         for key, diff in diffs.items()
@@ -41,7 +34,7 @@ def _metric_diffs(diffs: dict[str, MetricDiff]) -> dict[str, pb.MetricDiff]:
 def _param_diffs(diffs: dict[str, ParamDiff]) -> dict[str, pb.ParamDiff]:
     return {
         key: pb.ParamDiff(
-            values={i: _nullable(v) for i, v in diff.values.items()}, varies=diff.varies
+            values={i: nullable(v) for i, v in diff.values.items()}, varies=diff.varies
         )
         for key, diff in diffs.items()
     }

@@ -8,7 +8,7 @@ from mlmesh.tracking.v1 import run_pb2, tracking_service_pb2_grpc
 from mlmesh.tracking.v1 import tracking_service_pb2 as pb
 from mlmesh_common.compare import MetricDiff, ParamDiff
 from mlmesh_common.tenancy import tenant_of
-from mlmesh_tracking.entities import nullable
+from mlmesh_common.values import nullable
 from mlmesh_tracking.service import TrackingService
 
 _DIRECTIONS = {"maximize": pb.MetricDiff.MAXIMIZE, "minimize": pb.MetricDiff.MINIMIZE}

@@ -48,9 +48,9 @@ class CVResult:
         return result
 
 
-def score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float, int]:
-    """mse, mae and directional accuracy over the rows the model could predict, and their
-    count. Rows predicted NaN (e.g. an LSTM's first window) are masked, never averaged in."""
+def score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
+    """mse, mae and directional accuracy over the rows the model could predict. Rows
+    predicted NaN (e.g. an LSTM's first window) are masked, never averaged in."""
     mask = np.isfinite(y_pred)
     if not mask.any():
         raise FailedPrecondition(
@@ -61,7 +61,7 @@ def score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float, 
     mse = float(np.mean(errors**2))
     mae = float(np.mean(np.abs(errors)))
     direction = float(np.mean(np.sign(pred) == np.sign(truth)))
-    return mse, mae, direction, int(mask.sum())
+    return mse, mae, direction
 
 
 @ray.remote(num_cpus=1)
@@ -135,7 +135,7 @@ async def cross_validate(
 
 
 def _fold_score(fold: Fold, index: pd.DatetimeIndex, y: np.ndarray, pred: np.ndarray) -> FoldScore:
-    mse, mae, direction, _ = score(y[fold.test], pred)
+    mse, mae, direction = score(y[fold.test], pred)
     return FoldScore(
         fold=fold.index,
         n_train=len(fold.train),
