@@ -63,8 +63,8 @@ lint-protos: .tools/node_modules/.bin/buf install
 	.tools/node_modules/.bin/buf lint
 
 constraints: install
-	{ echo "# Pinned versions of every Python package the project installs (pip freeze of a working .venv)."; \
-	  echo "# Regenerate: make constraints"; $(BIN)/pip freeze --exclude-editable; } > constraints.txt
+	{ echo "# Pinned versions of every Python package the project installs (pip list --format=freeze of a working .venv)."; \
+	  echo "# Regenerate: make constraints"; $(BIN)/pip list --format=freeze --exclude-editable; } > constraints.txt
 
 clean:
 	rm -rf $(VENV) gen gateway/build .mlmesh .tools

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData, event, text
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import MetaData, event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 # Advisory lock key taken while migrating ("mlmesh" in ASCII).
@@ -49,12 +51,23 @@ def alembic_config(script_location: Path) -> Config:
     return config
 
 
-async def migrate(engine: AsyncEngine, script_location: Path, revision: str = "head") -> None:
-    """Upgrades the database behind `engine` to `revision` in one transaction."""
+DEFAULT_VERSION_TABLE = "alembic_version"
+
+
+async def migrate(
+    engine: AsyncEngine,
+    script_location: Path,
+    revision: str = "head",
+    version_table: str = DEFAULT_VERSION_TABLE,
+) -> None:
+    """Upgrades the database behind `engine` to `revision` in one transaction. A service whose
+    database holds another Alembic history (Optuna's) keeps its own `version_table`."""
 
     def upgrade(connection) -> None:
         config = alembic_config(script_location)
         config.attributes["connection"] = connection
+        if version_table != DEFAULT_VERSION_TABLE:
+            _adopt_version_table(connection, config, version_table)
         command.upgrade(config, revision)
 
     async with engine.begin() as connection:
@@ -65,7 +78,31 @@ async def migrate(engine: AsyncEngine, script_location: Path, revision: str = "h
         await connection.run_sync(upgrade)
 
 
-def run_alembic_env(metadata: MetaData, default_url: Callable[[], str]) -> None:
+def _adopt_version_table(connection, config: Config, version_table: str) -> None:
+    """Moves this service's revision out of the default `alembic_version` table, where
+    databases created before it had its own table recorded it."""
+    tables = set(inspect(connection).get_table_names())
+    if version_table in tables or DEFAULT_VERSION_TABLE not in tables:
+        return
+    current = connection.execute(text(f"SELECT version_num FROM {DEFAULT_VERSION_TABLE}")).scalar()
+    try:
+        ours = current is not None and ScriptDirectory.from_config(config).get_revision(current)
+    except CommandError:  # another history's revision (Optuna's): leave it alone
+        ours = False
+    if not ours:
+        return
+    connection.execute(
+        text(f"CREATE TABLE {version_table} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+    )
+    connection.execute(text(f"INSERT INTO {version_table} VALUES (:v)"), {"v": current})
+    connection.execute(text(f"DROP TABLE {DEFAULT_VERSION_TABLE}"))
+
+
+def run_alembic_env(
+    metadata: MetaData,
+    default_url: Callable[[], str],
+    version_table: str = DEFAULT_VERSION_TABLE,
+) -> None:
     """The body of a service's Alembic `env.py`: migrate the connection that `migrate()` hands
     over, or, from the `alembic` command line, the database at `default_url()`."""
     from alembic import context
@@ -77,6 +114,7 @@ def run_alembic_env(metadata: MetaData, default_url: Callable[[], str]) -> None:
             target_metadata=metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            version_table=version_table,
         )
         with context.begin_transaction():
             context.run_migrations()

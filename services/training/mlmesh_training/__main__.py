@@ -13,7 +13,7 @@ from mlmesh_common.artifacts import open_artifact_store
 from mlmesh_common.db import create_engine
 from mlmesh_common.logging import configure_logging
 from mlmesh_common.server import ServiceBinding, build_server, serve
-from mlmesh_training import engine
+from mlmesh_training import engine, tuning
 from mlmesh_training.config import TrainingSettings
 from mlmesh_training.lineage import ExperimentsRecorder, MlflowRecorder, detect_git_commit
 from mlmesh_training.service import TrainingService
@@ -43,6 +43,9 @@ async def _main(settings: TrainingSettings) -> None:
     db = create_engine(settings.database_url, settings.database_pool_size)
     await migrate(db)
     store = SqlTrainingStore(db)
+    studies = await asyncio.to_thread(
+        tuning.open_storage, settings.study_storage_url or tuning.sync_url(settings.database_url)
+    )
     engine.start_ray(settings.ray_address, settings.ray_num_cpus)
     mlflow = MlflowRecorder(
         settings.mlflow_tracking_uri, settings.mlflow_experiment, settings.mlflow_timeout_s
@@ -54,6 +57,7 @@ async def _main(settings: TrainingSettings) -> None:
         mlflow,
         experiments,
         settings.git_commit or detect_git_commit(),
+        tuning.Tuner(studies, settings.tune_heartbeat_s),
     )
     await service.tasks.recover()
     server, port = make_server(Deps(service, settings.max_message_bytes), settings.address)

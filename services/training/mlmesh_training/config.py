@@ -39,3 +39,8 @@ class TrainingSettings(ServerSettings):
     # MLflow experiment that training runs are logged to.
     mlflow_experiment: str = "mlmesh-training"
     mlflow_timeout_s: float = 10.0
+    # Optuna's study storage (a synchronous SQLAlchemy URL); unset: the training database.
+    study_storage_url: str | None = None
+    # How often a tuning driver renews its lease on a study; a study whose lease is three
+    # intervals old is taken over (its RUNNING trials failed as interrupted) on resume.
+    tune_heartbeat_s: float = 5.0

@@ -4,7 +4,8 @@ all rows in another; the gRPC event loop only schedules and awaits them."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from mlmesh_common.errors import FailedPrecondition
+from mlmesh_common.errors import FailedPrecondition, Unavailable
 from mlmesh_training.cv import Fold
 from mlmesh_training.plugins import get_plugin
 
@@ -74,6 +75,60 @@ def _fit_predict(
     # sequence models use them as context for the first test rows.
     history = X.iloc[: test[0]]
     return np.asarray(fitted.predict(X.iloc[test], history=history), dtype=float)
+
+
+@dataclass(frozen=True)
+class FoldEvaluation:
+    """One scored fold of an evaluation, with where and when its Ray task ran."""
+
+    score: FoldScore
+    node_id: str
+    started: float  # the task's start, epoch seconds
+    finished: float  # this fold's end, epoch seconds
+
+
+# One evaluation (a tuning trial, an AutoML candidate) is one Ray task that fits its folds in
+# turn and streams each fold's score back as soon as it is known, so that the driver can report
+# intermediate values to Optuna and prune. No retries: a trial lost with its worker is re-asked
+# by the driver, not replayed behind its back.
+@ray.remote(num_cpus=1, max_retries=0)
+def _evaluate(plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series, folds):
+    started = time.time()
+    node_id = ray.get_runtime_context().get_node_id()
+    plugin = get_plugin(plugin_key)
+    truth = y.to_numpy()
+    for fold in folds:
+        fitted = plugin.fit(X.iloc[fold.train], y.iloc[fold.train], params, seed)
+        predictions = fitted.predict(X.iloc[fold.test], history=X.iloc[: fold.test[0]])
+        score = _fold_score(fold, X.index, truth, np.asarray(predictions, dtype=float))
+        yield FoldEvaluation(score, node_id, started, time.time())
+
+
+async def evaluate(
+    plugin_key: str, params: dict, seed: int, X_ref, y_ref, folds: Sequence[Fold]
+) -> AsyncIterator[FoldEvaluation]:
+    """Runs one cross-validation as a single Ray task and yields its folds as they finish; the
+    task is cancelled when the caller stops early (pruning) or is cancelled."""
+    stream = _evaluate.remote(plugin_key, params, seed, X_ref, y_ref, list(folds))
+    finished = False
+    try:
+        async for ref in stream:
+            yield await ref
+        finished = True
+    finally:
+        if not finished:
+            ray.cancel(stream)
+
+
+def cluster_cpus() -> int:
+    """The CPUs of the Ray cluster's live nodes."""
+    return int(ray.cluster_resources().get("CPU", 0))
+
+
+class ClusterLost(Unavailable):
+    """Evaluations keep losing their workers: the Ray cluster is going away."""
+
+    default_reason = "RAY_WORKERS_LOST"
 
 
 @ray.remote(num_cpus=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -46,11 +47,12 @@ class Lineage:
     git_commit: str
     dataset_version: str
     feature_version: str
-    model_version: str
+    model_version: str = ""
+    run_type: str = "training"
 
     def tags(self) -> dict[str, str]:
         tags = {
-            "run_type": "training",
+            "run_type": self.run_type,
             "strategy_id": self.strategy_id,
             "git_commit": self.git_commit,
             "dataset_version": self.dataset_version,
@@ -83,7 +85,10 @@ class MlflowRecorder:
         params: dict[str, Any],
         result: CVResult,
     ) -> str:
-        call = functools.partial(self._record, run_name, lineage, params, result)
+        return await self._call(self._record, run_name, lineage, params, result)
+
+    async def _call(self, function, *args, **kwargs):
+        call = functools.partial(function, *args, **kwargs)
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.wait_for(
@@ -94,17 +99,78 @@ class MlflowRecorder:
                 f"MLflow at {self._uri} is unavailable: {exc}", reason="MLFLOW_UNAVAILABLE"
             ) from exc
 
-    def _record(self, run_name: str, lineage: Lineage, params: dict, result: CVResult) -> str:
+    def _experiment_id(self) -> str:
         experiment = self._client.get_experiment_by_name(self._experiment_name)
-        if experiment is None:
-            try:
-                experiment_id = self._client.create_experiment(self._experiment_name)
-            except MlflowException:  # created concurrently
-                experiment_id = self._client.get_experiment_by_name(
-                    self._experiment_name
-                ).experiment_id
-        else:
-            experiment_id = experiment.experiment_id
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return self._client.create_experiment(self._experiment_name)
+        except MlflowException:  # created concurrently
+            return self._client.get_experiment_by_name(self._experiment_name).experiment_id
+
+    async def start_parent(
+        self, run_name: str, lineage: Lineage, params: dict[str, Any], tags: dict[str, str]
+    ) -> str:
+        """A parent run (a study, a leaderboard) that nested runs hang under; left RUNNING."""
+        return await self._call(self._start_parent, run_name, lineage, params, tags)
+
+    def _start_parent(self, run_name, lineage, params, tags) -> str:
+        run = self._client.create_run(
+            self._experiment_id(), run_name=run_name, tags={**lineage.tags(), **tags}
+        )
+        self._client.log_batch(run.info.run_id, params=_params(params))
+        return run.info.run_id
+
+    async def log_child(
+        self,
+        parent_run_id: str,
+        run_name: str,
+        lineage: Lineage,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        status: str,
+        times: tuple[float | None, float | None] = (None, None),
+    ) -> str:
+        """A finished nested run under `parent_run_id` (a trial, a candidate)."""
+        return await self._call(
+            self._log_child, parent_run_id, run_name, lineage, params, metrics, tags, status, times
+        )
+
+    def _log_child(self, parent, run_name, lineage, params, metrics, tags, status, times) -> str:
+        started, finished = (None if t is None else int(t * 1000) for t in times)
+        run = self._client.create_run(
+            self._experiment_id(),
+            run_name=run_name,
+            start_time=started,
+            tags={**lineage.tags(), **tags, "mlflow.parentRunId": parent},
+        )
+        run_id = run.info.run_id
+        stamp = finished or run.info.start_time
+        self._client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, stamp, 0) for k, v in sorted(metrics.items())],
+            params=_params(params),
+        )
+        self._client.set_terminated(run_id, status, end_time=finished)
+        return run_id
+
+    async def finish_parent(
+        self, run_id: str, metrics: dict[str, float], tags: dict[str, str], status: str
+    ) -> None:
+        await self._call(self._finish_parent, run_id, metrics, tags, status)
+
+    def _finish_parent(self, run_id, metrics, tags, status) -> None:
+        now = int(time.time() * 1000)
+        self._client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())],
+            tags=[RunTag(k, v[:5000]) for k, v in sorted(tags.items())],
+        )
+        self._client.set_terminated(run_id, status)
+
+    def _record(self, run_name: str, lineage: Lineage, params: dict, result: CVResult) -> str:
+        experiment_id = self._experiment_id()
         run = self._client.create_run(experiment_id, run_name=run_name, tags=lineage.tags())
         run_id = run.info.run_id
         now = run.info.start_time
@@ -114,15 +180,20 @@ class MlflowRecorder:
             for name in ("mse", "mae", "directional_accuracy")
         ]
         metrics += [Metric(name, value, now, 0) for name, value in result.summary.items()]
-        flat = {k: str(v)[:6000] for k, v in params.items()}
         self._client.log_batch(
             run_id,
             metrics=metrics,
-            params=[Param(k, v) for k, v in sorted(flat.items())][:100],
+            params=_params(params),
             tags=[RunTag("mlmesh.n_folds", str(len(result.folds)))],
         )
         self._client.set_terminated(run_id, "FINISHED")
         return run_id
+
+
+def _params(params: dict[str, Any]) -> list[Param]:
+    """MLflow params: strings of at most 6000 characters, at most 100 per batch."""
+    flat = {k: str(v)[:6000] for k, v in params.items()}
+    return [Param(k, v) for k, v in sorted(flat.items())][:100]
 
 
 class ExperimentsRecorder:

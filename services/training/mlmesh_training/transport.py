@@ -27,6 +27,26 @@ def _param_spec(spec) -> pb.ParamSpec:
     return message
 
 
+def _space(request: pb.TuneModelRequest) -> dict[str, dict]:
+    """The request's param_space as ParamSpec dicts; unset optional fields stay absent."""
+    space = {}
+    for name, spec in request.param_space.items():
+        data: dict = {"type": spec.type}
+        for field in ("low", "high", "step"):
+            if spec.HasField(field):
+                data[field] = getattr(spec, field)
+        if spec.log:
+            data["log"] = True
+        if spec.choices:
+            data["choices"] = [json_format.MessageToDict(choice) for choice in spec.choices]
+        space[name] = data
+    return space
+
+
+def _request_dict(request) -> dict:
+    return json_format.MessageToDict(request, preserving_proto_field_name=True)
+
+
 class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
     def __init__(self, service: TrainingService) -> None:
         self._service = service
@@ -91,6 +111,41 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
         task = await self._service.train_async(
             tenant, job, json_format.MessageToDict(request, preserving_proto_field_name=True)
         )
+        await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
+        return task.to_proto()
+
+    # --- tuning and AutoML ----------------------------------------------------------------
+
+    async def _tune_job(self, tenant: str, request):
+        return await self._service.prepare_tune(
+            tenant, request, _space(request), json_format.MessageToDict(request.fixed_params)
+        )
+
+    async def TuneModel(self, request, context):
+        tenant = tenant_of(context)
+        return await self._service.tune(tenant, await self._tune_job(tenant, request))
+
+    async def TuneModelAsync(self, request, context):
+        tenant = tenant_of(context)
+        job = await self._tune_job(tenant, request)
+        task = await self._service.tune_async(tenant, job, _request_dict(request))
+        await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
+        return task.to_proto()
+
+    async def _automl_job(self, tenant: str, request):
+        candidates = {
+            key: json_format.MessageToDict(params) for key, params in request.candidates.items()
+        }
+        return await self._service.prepare_automl(tenant, request, candidates)
+
+    async def RunAutoML(self, request, context):
+        tenant = tenant_of(context)
+        return await self._service.automl(tenant, await self._automl_job(tenant, request))
+
+    async def RunAutoMLAsync(self, request, context):
+        tenant = tenant_of(context)
+        job = await self._automl_job(tenant, request)
+        task = await self._service.automl_async(tenant, job, _request_dict(request))
         await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
         return task.to_proto()
 

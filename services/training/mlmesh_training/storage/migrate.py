@@ -12,10 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from mlmesh_common import db
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Optuna's study tables share the database and record their schema in `alembic_version`.
+VERSION_TABLE = "mlmesh_training_alembic_version"
 
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    await db.migrate(engine, MIGRATIONS, revision)
+    await db.migrate(engine, MIGRATIONS, revision, VERSION_TABLE)
 
 
 def main() -> None:
