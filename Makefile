@@ -47,6 +47,7 @@ test: setup
 bench: setup
 	bash tools/ensure_postgres.sh >/dev/null
 	$(PY) -m bench.experiments
+	$(PY) -m bench.tuning
 
 lint: lint-python lint-protos
 

@@ -22,6 +22,7 @@ from bench.cpu import CpuMeter
 from bench.measure import Budget
 from bench.report import Environment, render
 from bench.stack import Stack, envoy_version, postgres_version, running_stack
+from bench.tuning import existing_section
 from bench.workload import Row, Sizes, Systems, run_workload
 
 # Counts are upper bounds; the time budgets keep the full run under ~5 minutes on 2 cores.
@@ -71,7 +72,12 @@ def main(argv: list[str] | None = None) -> None:
         rows = _measure_all(stack, sizes)
     elapsed = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(rows, describe_environment(load_before), sizes, elapsed))
+    report = render(rows, describe_environment(load_before), sizes, elapsed)
+    # `python -m bench.tuning` owns its own section of the same file: keep it.
+    tuning = existing_section(args.out.read_text()) if args.out.exists() else None
+    if tuning:
+        report = report.rstrip("\n") + "\n\n" + tuning
+    args.out.write_text(report)
     print(f"wrote {args.out} ({elapsed:.0f} s)")
 
 

@@ -40,20 +40,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 CV_METRICS = tuple(f"{stat}_{name}" for name in SUMMARY_METRICS for stat in ("mean", "std"))
 DIRECTIONS = ("minimize", "maximize")
 MAX_TRIALS = 1000
-# Trial user attributes written by the driver.
-PARAMS, METRICS, ERROR, NODE, STARTED, FINISHED, DURATION, INTERRUPTED = (
-    f"mlmesh.{name}"
-    for name in (
-        "params",
-        "metrics",
-        "error",
-        "node_id",
-        "started_at",
-        "finished_at",
-        "duration_s",
-        "interrupted",
-    )
-)
+# Trial user attributes: what the driver records when a trial ends (one write), and why a trial
+# was interrupted.
+RECORD, INTERRUPTED = "mlmesh.trial", "mlmesh.interrupted"
 CONFIG, LEASE = "mlmesh.config", "mlmesh.lease"
 
 
@@ -187,6 +176,9 @@ class StudySpec:
     timeout_s: float | None = None
     max_parallel: int = 0
     pruning: bool = False
+    # "tpe" (Optuna's default), or "random": the same parameter sets for a seed whatever the
+    # order trials finish in (benchmarks compare executions on identical workloads with it).
+    sampler: str = "tpe"
     # What makes two requests the same study (plugin, space, data, CV, metric, direction):
     # a resume with a different one is refused.
     identity: dict[str, Any] = field(default_factory=dict)
@@ -216,18 +208,18 @@ class TrialView:
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialView:
-        attrs = trial.user_attrs
+        record = trial.user_attrs.get(RECORD, {})
         return cls(
             number=trial.number,
-            params=attrs.get(PARAMS, dict(trial.params)),
+            params=record.get("params", dict(trial.params)),
             value=trial.value if trial.state in (TrialState.COMPLETE, TrialState.PRUNED) else None,
             state=trial.state.name,
-            duration_s=float(attrs.get(DURATION, 0.0)),
-            started_at=attrs.get(STARTED),
-            finished_at=attrs.get(FINISHED),
-            node_id=attrs.get(NODE, ""),
-            metrics=attrs.get(METRICS, {}),
-            error=attrs.get(INTERRUPTED) or attrs.get(ERROR, ""),
+            duration_s=float(record.get("duration_s", 0.0)),
+            started_at=record.get("started_at"),
+            finished_at=record.get("finished_at"),
+            node_id=record.get("node_id", ""),
+            metrics=record.get("metrics", {}),
+            error=trial.user_attrs.get(INTERRUPTED) or record.get("error", ""),
         )
 
 
@@ -244,6 +236,7 @@ class Outcome:
     """How one trial ended. LOST: its worker or node died; it is re-asked, not counted."""
 
     state: str  # COMPLETE | PRUNED | FAIL | LOST
+    params: dict[str, Any]
     folds: list[FoldEvaluation]
     error: str = ""
     value: float | None = None
@@ -302,7 +295,12 @@ class Tuner:
     # --- opening a study -----------------------------------------------------------------
 
     def _open(self, spec: StudySpec) -> optuna.Study:
-        sampler = optuna.samplers.TPESampler(seed=spec.seed, constant_liar=spec.max_parallel != 1)
+        if spec.sampler == "random":
+            sampler = optuna.samplers.RandomSampler(seed=spec.seed)
+        else:
+            sampler = optuna.samplers.TPESampler(
+                seed=spec.seed, constant_liar=spec.max_parallel != 1
+            )
         pruner = (
             optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
             if spec.pruning
@@ -370,7 +368,9 @@ class Tuner:
         last_beat = loop.time()
         try:
             while True:
-                limit = spec.max_parallel or max(1, engine.cluster_cpus())
+                # Unbounded by the request, one trial more than the CPUs is in flight: Ray
+                # starts it the moment a CPU frees, without waiting for the driver's tell/ask.
+                limit = spec.max_parallel or max(1, engine.cluster_cpus()) + 1
                 while to_start and len(running) < limit and not _expired(loop, deadline):
                     trial = await asyncio.to_thread(study.ask, distributions)
                     task = asyncio.create_task(self._trial(trial, spec, data, slots))
@@ -410,11 +410,10 @@ class Tuner:
     async def _trial(self, trial: optuna.Trial, spec: StudySpec, data: EvalData, slots) -> Outcome:
         plugin = get_plugin(spec.plugin_key)
         params = {**spec.fixed, **trial.params}
-        await asyncio.to_thread(trial.set_user_attr, PARAMS, params)
         try:
             checked = plugin.check_params(params)
         except DomainError as error:  # a combination the plugin refuses
-            return Outcome("FAIL", [], error.message)
+            return Outcome("FAIL", params, [], error.message)
         folds: list[FoldEvaluation] = []
         try:
             async with slots or contextlib.nullcontext():
@@ -429,33 +428,36 @@ class Tuner:
                         value = CVResult([f.score for f in folds]).summary[spec.metric]
                         await asyncio.to_thread(trial.report, value, len(folds) - 1)
                         if await asyncio.to_thread(trial.should_prune):
-                            return Outcome("PRUNED", folds, value=value)
+                            return Outcome("PRUNED", params, folds, value=value)
         except ray.exceptions.RayTaskError as error:
-            return Outcome("FAIL", folds, _task_error(error))
+            return Outcome("FAIL", params, folds, _task_error(error))
         except ray.exceptions.RayError as error:  # worker or node lost, object lost
-            return Outcome("LOST", folds, f"{type(error).__name__}: {error}")
+            return Outcome("LOST", params, folds, f"{type(error).__name__}: {error}")
         value = CVResult([f.score for f in folds]).summary[spec.metric]
-        return Outcome("COMPLETE", folds, value=value)
+        return Outcome("COMPLETE", params, folds, value=value)
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> TrialView:
+        record: dict[str, Any] = {"params": outcome.params}
         if outcome.folds:
             first, last = outcome.folds[0], outcome.folds[-1]
-            trial.set_user_attr(NODE, first.node_id)
-            trial.set_user_attr(STARTED, first.started)
-            trial.set_user_attr(FINISHED, last.finished)
-            trial.set_user_attr(DURATION, last.finished - first.started)
+            record.update(
+                node_id=first.node_id,
+                started_at=first.started,
+                finished_at=last.finished,
+                duration_s=last.finished - first.started,
+            )
         if outcome.state == "COMPLETE":
-            summary = CVResult([f.score for f in outcome.folds]).summary
-            trial.set_user_attr(METRICS, summary)
-            study.tell(trial, outcome.value)
-        elif outcome.state == "PRUNED":
-            study.tell(trial, state=TrialState.PRUNED)
-        elif outcome.state == "LOST":
+            record["metrics"] = CVResult([f.score for f in outcome.folds]).summary
+        elif outcome.state in ("FAIL", "LOST"):
+            record["error"] = outcome.error[:2000]
+        trial.set_user_attr(RECORD, record)
+        if outcome.state == "LOST":
             self._interrupt(trial._trial_id, f"interrupted: {outcome.error}")
-        else:
-            trial.set_user_attr(ERROR, outcome.error[:2000])
-            study.tell(trial, state=TrialState.FAIL)
-        return TrialView.of(study._storage.get_trial(trial._trial_id))
+            return TrialView.of(self._storage.get_trial(trial._trial_id))
+        if outcome.state == "COMPLETE":
+            return TrialView.of(study.tell(trial, outcome.value))
+        state = TrialState.PRUNED if outcome.state == "PRUNED" else TrialState.FAIL
+        return TrialView.of(study.tell(trial, state=state))
 
     def _result(self, study: optuna.Study) -> StudyResult:
         trials = study.get_trials(deepcopy=False)
