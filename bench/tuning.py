@@ -19,7 +19,7 @@ import ray
 from bench import ROOT
 from mlmesh_training import datasets as ds
 from mlmesh_training.cv import CVConfig, split
-from mlmesh_training.engine import CVResult, _fold_score
+from mlmesh_training.engine import CVResult, fold_score
 from mlmesh_training.plugins import get_plugin
 from mlmesh_training.plugins.base import ParamSpec
 from mlmesh_training.service import TrainingData
@@ -85,7 +85,7 @@ def _objective(data: TrainingData, durations: list[float]):
         for fold in data.folds:
             fitted = plugin.fit(data.X.iloc[fold.train], data.y.iloc[fold.train], params, SEED)
             predictions = fitted.predict(data.X.iloc[fold.test])
-            scores.append(_fold_score(fold, data.X.index, truth, predictions))
+            scores.append(fold_score(fold, data.X.index, truth, predictions))
         durations.append(time.perf_counter() - started)
         return CVResult(scores).summary[METRIC]
 

@@ -130,8 +130,9 @@ def test_study_killed_with_its_service_resumes_after_restart(
             task = stub.TuneModelAsync(request, metadata=TENANT)
             deadline = time.monotonic() + 120
             while (
-                stub.GetTask(pb.GetTaskRequest(task_id=task.task_id), metadata=TENANT)
-                .progress.completed
+                stub.GetTask(
+                    pb.GetTaskRequest(task_id=task.task_id), metadata=TENANT
+                ).progress.completed
                 < 2
             ):
                 assert time.monotonic() < deadline, "no trial finished"

@@ -32,6 +32,7 @@ class FoldScore:
     mse: float
     mae: float
     directional_accuracy: float
+    node_id: str = ""  # the Ray node the fold was fitted on
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,15 @@ def score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
 @ray.remote(num_cpus=1)
 def _fit_predict(
     plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series, train, test
-) -> np.ndarray:
+) -> tuple[np.ndarray, str]:
+    """The fold's predictions, and the node that computed them."""
     plugin = get_plugin(plugin_key)
     fitted = plugin.fit(X.iloc[train], y.iloc[train], params, seed)
     # Feature rows before the test window are known at prediction time (no labels in them);
     # sequence models use them as context for the first test rows.
     history = X.iloc[: test[0]]
-    return np.asarray(fitted.predict(X.iloc[test], history=history), dtype=float)
+    predictions = np.asarray(fitted.predict(X.iloc[test], history=history), dtype=float)
+    return predictions, ray.get_runtime_context().get_node_id()
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def _evaluate(plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.S
     for fold in folds:
         fitted = plugin.fit(X.iloc[fold.train], y.iloc[fold.train], params, seed)
         predictions = fitted.predict(X.iloc[fold.test], history=X.iloc[: fold.test[0]])
-        score = _fold_score(fold, X.index, truth, np.asarray(predictions, dtype=float))
+        score = fold_score(fold, X.index, truth, np.asarray(predictions, dtype=float), node_id)
         yield FoldEvaluation(score, node_id, started, time.time())
 
 
@@ -168,15 +171,15 @@ async def cross_validate(
         for fold in folds
     }
 
-    async def fitted(fold: Fold) -> tuple[Fold, np.ndarray]:
+    async def fitted(fold: Fold) -> tuple[Fold, tuple[np.ndarray, str]]:
         return fold, await refs[fold.index]
 
     scores: dict[int, FoldScore] = {}
     tasks = [asyncio.ensure_future(fitted(fold)) for fold in folds]
     try:
         for done in asyncio.as_completed(tasks):
-            fold, predictions = await done
-            scores[fold.index] = _fold_score(fold, X.index, y.to_numpy(), predictions)
+            fold, (predictions, node_id) = await done
+            scores[fold.index] = fold_score(fold, X.index, y.to_numpy(), predictions, node_id)
             if on_progress is not None:
                 await on_progress(len(scores), len(folds))
     except BaseException:
@@ -189,7 +192,9 @@ async def cross_validate(
     return CVResult([scores[f.index] for f in folds])
 
 
-def _fold_score(fold: Fold, index: pd.DatetimeIndex, y: np.ndarray, pred: np.ndarray) -> FoldScore:
+def fold_score(
+    fold: Fold, index: pd.DatetimeIndex, y: np.ndarray, pred: np.ndarray, node_id: str = ""
+) -> FoldScore:
     mse, mae, direction = score(y[fold.test], pred)
     return FoldScore(
         fold=fold.index,
@@ -202,6 +207,7 @@ def _fold_score(fold: Fold, index: pd.DatetimeIndex, y: np.ndarray, pred: np.nda
         mse=mse,
         mae=mae,
         directional_accuracy=direction,
+        node_id=node_id,
     )
 
 

@@ -446,6 +446,7 @@ class TrainingService:
                         mse=f.mse,
                         mae=f.mae,
                         directional_accuracy=f.directional_accuracy,
+                        node_id=f.node_id,
                     )
                     for f in result.folds
                 ],
