@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     data = training_data(setup)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results = [in_process(data, setup.trials, 1), in_process(data, setup.trials, cores)]
-    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, log_to_driver=False)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/studies.db"

@@ -87,7 +87,7 @@ def wait_for_worker(address: str, known: set[str]) -> str:
 
 @pytest.fixture
 def cluster(tmp_path):
-    port = free_port()
+    port, client_port, dashboard_port = free_port(), free_port(), free_port()
     address = f"127.0.0.1:{port}"
     nodes: list[RayNode] = []
 
@@ -99,7 +99,15 @@ def cluster(tmp_path):
         return node
 
     head = RayNode(
-        ["--head", f"--port={port}", "--num-cpus=0", "--include-dashboard=false"],
+        [
+            "--head",
+            f"--port={port}",
+            f"--ray-client-server-port={client_port}",
+            "--num-cpus=0",
+            # As in deploy/k8s: the dashboard's agents set up the Ray Client's per-client server.
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+        ],
         tmp_path / "head.log",
     )
     nodes.append(head)
@@ -109,20 +117,24 @@ def cluster(tmp_path):
             assert head.process.poll() is None, head.log.read_text()
             assert time.monotonic() < deadline, "the head node never came up"
             time.sleep(1)
-        yield address, next(iter(nodes_up)), worker
+        clients = {"driver": address, "client": f"ray://127.0.0.1:{client_port}"}
+        yield address, clients, next(iter(nodes_up)), worker
     finally:
         for node in reversed(nodes):
             node.kill()
 
 
+# "driver": the service joins the cluster as a driver (GCS address); "client": through the Ray
+# Client server (`ray://`), as deploy/k8s connects it.
+@pytest.mark.parametrize("connect", ["driver", "client"])
 def test_folds_and_trials_run_on_the_worker_node_and_survive_its_loss(
-    cluster, postgres, mlflow_server, registry_process, tmp_path
+    cluster, postgres, mlflow_server, registry_process, tmp_path, connect
 ):
-    address, head_id, start_worker = cluster
+    address, clients, head_id, start_worker = cluster
     first = start_worker()
     first_id = wait_for_worker(address, {head_id})
     env = {**training_env(postgres, mlflow_server, registry_process, tmp_path), **RAY_ENV}
-    env["RAY_ADDRESS"] = address
+    env["RAY_ADDRESS"] = clients[connect]
     service = ServiceProcess("mlmesh_training", free_port(), env, tmp_path / "training.log")
     service.start(timeout_s=120)
     try:

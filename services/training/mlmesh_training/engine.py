@@ -90,37 +90,49 @@ class FoldEvaluation:
     finished: float  # this fold's end, epoch seconds
 
 
-# One evaluation (a tuning trial, an AutoML candidate) is one Ray task that fits its folds in
-# turn and streams each fold's score back as soon as it is known, so that the driver can report
-# intermediate values to Optuna and prune. No retries: a trial lost with its worker is re-asked
-# by the driver, not replayed behind its back.
+# One evaluation (a tuning trial, an AutoML candidate) fits its folds in turn inside one Ray task.
+# No retries: a trial lost with its worker is re-asked by the driver, not replayed behind its back.
 @ray.remote(num_cpus=1, max_retries=0)
-def _evaluate(plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series, folds):
+def _evaluate(
+    plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series, folds
+) -> list[FoldEvaluation]:
     started = time.time()
     node_id = ray.get_runtime_context().get_node_id()
     plugin = get_plugin(plugin_key)
     truth = y.to_numpy()
+    evaluations = []
     for fold in folds:
         fitted = plugin.fit(X.iloc[fold.train], y.iloc[fold.train], params, seed)
         predictions = fitted.predict(X.iloc[fold.test], history=X.iloc[: fold.test[0]])
         score = fold_score(fold, X.index, truth, np.asarray(predictions, dtype=float), node_id)
-        yield FoldEvaluation(score, node_id, started, time.time())
+        evaluations.append(FoldEvaluation(score, node_id, started, time.time()))
+    return evaluations
 
 
 async def evaluate(
-    plugin_key: str, params: dict, seed: int, X_ref, y_ref, folds: Sequence[Fold]
+    plugin_key: str,
+    params: dict,
+    seed: int,
+    X_ref,
+    y_ref,
+    folds: Sequence[Fold],
+    *,
+    fold_by_fold: bool = False,
 ) -> AsyncIterator[FoldEvaluation]:
-    """Runs one cross-validation as a single Ray task and yields its folds as they finish; the
-    task is cancelled when the caller stops early (pruning) or is cancelled."""
-    stream = _evaluate.remote(plugin_key, params, seed, X_ref, y_ref, list(folds))
-    finished = False
-    try:
-        async for ref in stream:
-            yield await ref
-        finished = True
-    finally:
-        if not finished:
-            ray.cancel(stream)
+    """Runs one cross-validation on Ray and yields its scored folds. The whole CV is one Ray
+    task; with `fold_by_fold` (pruning) each fold is its own task, started only once the caller
+    has taken the previous fold's score, so that a pruned trial stops between folds. Plain tasks,
+    not streaming generators: the Ray Client (`ray://`) supports no generators."""
+    chunks = [[fold] for fold in folds] if fold_by_fold else [list(folds)]
+    for chunk in chunks:
+        ref = _evaluate.remote(plugin_key, params, seed, X_ref, y_ref, chunk)
+        try:
+            evaluations = await ref
+        except asyncio.CancelledError:
+            ray.cancel(ref)
+            raise
+        for evaluation in evaluations:
+            yield evaluation
 
 
 def cluster_cpus() -> int:
@@ -140,14 +152,15 @@ def _fit_full(plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.S
 
 
 def start_ray(address: str | None, num_cpus: int | None) -> None:
-    """Connects to the cluster at `address`, or starts a local Ray (no dashboard)."""
+    """Connects to the cluster at `address` (a GCS address, or `ray://` for the Ray Client), or
+    starts a Ray of its own (no dashboard): never one that `ray start` left on the machine."""
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if address:
         ray.init(address=address, **options)
     else:
-        ray.init(num_cpus=num_cpus, **options)
+        ray.init(address="local", num_cpus=num_cpus, **options)
 
 
 Progress = Callable[[int, int], Awaitable[None]]

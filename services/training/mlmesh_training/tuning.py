@@ -418,7 +418,13 @@ class Tuner:
         try:
             async with slots or contextlib.nullcontext():
                 stream = engine.evaluate(
-                    spec.plugin_key, checked, spec.seed or 0, data.X_ref, data.y_ref, data.folds
+                    spec.plugin_key,
+                    checked,
+                    spec.seed or 0,
+                    data.X_ref,
+                    data.y_ref,
+                    data.folds,
+                    fold_by_fold=spec.pruning,
                 )
                 async with contextlib.aclosing(stream):
                     async for evaluation in stream:
