@@ -166,7 +166,7 @@ def test_folds_and_trials_run_on_the_worker_node_and_survive_its_loss(
                 study_name="cluster",
             )
             request.fixed_params.update({"n_estimators": 150})
-            task = stub.TuneModelAsync(request, metadata=TENANT)
+            task = stub.TuneModelAsync(pb.TuneModelAsyncRequest(request=request), metadata=TENANT)
 
             def get() -> task_pb2.Task:
                 return stub.GetTask(pb.GetTaskRequest(task_id=task.task_id), metadata=TENANT)

@@ -127,7 +127,7 @@ def test_study_killed_with_its_service_resumes_after_restart(
             stub = training_service_pb2_grpc.TrainingServiceStub(channel)
             upload(stub, "bars", bars_csv())
             request.dataset.feature_ids.append(upload(stub, "features", features_csv()))
-            task = stub.TuneModelAsync(request, metadata=TENANT)
+            task = stub.TuneModelAsync(pb.TuneModelAsyncRequest(request=request), metadata=TENANT)
             deadline = time.monotonic() + 120
             while (
                 stub.GetTask(

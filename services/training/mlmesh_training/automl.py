@@ -132,7 +132,7 @@ class AutoML:
         plugin = get_plugin(plugin_key)
         space = check_space(plugin, {}, params)
         if not space:
-            return await self._evaluate(plugin_key, params)
+            return await self._evaluate(plugin_key, plugin.check_params(params))
         spec = StudySpec(
             name=f"automl-{uuid.uuid4().hex}",
             plugin_key=plugin_key,

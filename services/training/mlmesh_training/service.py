@@ -4,6 +4,7 @@ lineage, and background tasks; tenancy and validation rules over the stores."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -22,6 +23,7 @@ from mlmesh.training.v1 import training_service_pb2 as pb
 from mlmesh_common.artifacts import ArtifactStore, parse_upload
 from mlmesh_common.errors import (
     Conflict,
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -588,10 +590,10 @@ class TrainingService:
                     opened, study, job.data.shared(), on_trial=on_trial, progress=trial_done
                 )
             except asyncio.CancelledError:
-                await asyncio.shield(self._mlflow.finish_parent(parent, {}, {}, "KILLED"))
+                await asyncio.shield(self._end_parent(parent, "KILLED"))
                 raise
             except Exception:
-                await self._mlflow.finish_parent(parent, {}, {}, "FAILED")
+                await self._end_parent(parent, "FAILED")
                 raise
         best = result.best
         if best is None:
@@ -714,10 +716,10 @@ class TrainingService:
                 job.data.shared(), job.metric, job.direction, job.seed, job.max_parallel
             ).run(job.candidates, job.tune_trials, job.ensemble_top_k, progress)
         except asyncio.CancelledError:
-            await asyncio.shield(self._mlflow.finish_parent(parent, {}, {}, "KILLED"))
+            await asyncio.shield(self._end_parent(parent, "KILLED"))
             raise
         except Exception:
-            await self._mlflow.finish_parent(parent, {}, {}, "FAILED")
+            await self._end_parent(parent, "FAILED")
             raise
         child = replace(lineage, run_type="automl_candidate")
         run_ids = []
@@ -784,6 +786,12 @@ class TrainingService:
             return _message_dict(await self.automl(tenant, job, progress))
 
         return await self.tasks.submit(tenant, "automl", request, work)
+
+    async def _end_parent(self, run_id: str, status: str) -> None:
+        """Best effort, on the way out of a failed or cancelled study or leaderboard: the error
+        that stopped it is the one to report, not MLflow's."""
+        with contextlib.suppress(DomainError):
+            await self._mlflow.finish_parent(run_id, {}, {}, status)
 
     def _lineage(self, tenant: str, data: TrainingData, strategy_id: str, run_type: str):
         return Lineage(

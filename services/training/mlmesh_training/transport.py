@@ -127,8 +127,8 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
 
     async def TuneModelAsync(self, request, context):
         tenant = tenant_of(context)
-        job = await self._tune_job(tenant, request)
-        task = await self._service.tune_async(tenant, job, _request_dict(request))
+        job = await self._tune_job(tenant, request.request)
+        task = await self._service.tune_async(tenant, job, _request_dict(request.request))
         await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
         return task.to_proto()
 
@@ -144,8 +144,8 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
 
     async def RunAutoMLAsync(self, request, context):
         tenant = tenant_of(context)
-        job = await self._automl_job(tenant, request)
-        task = await self._service.automl_async(tenant, job, _request_dict(request))
+        job = await self._automl_job(tenant, request.request)
+        task = await self._service.automl_async(tenant, job, _request_dict(request.request))
         await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
         return task.to_proto()
 

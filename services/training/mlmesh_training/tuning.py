@@ -228,7 +228,6 @@ class StudyResult:
     trials: list[TrialView]
     best: TrialView | None
     n_finished: int
-    user_attrs: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -472,7 +471,6 @@ class Tuner:
             trials=[TrialView.of(t) for t in trials],
             best=best,
             n_finished=sum(counts(t) for t in trials),
-            user_attrs=dict(study.user_attrs),
         )
 
 
