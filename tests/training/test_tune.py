@@ -300,3 +300,31 @@ def _epoch(rfc3339: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+
+
+def test_pruning_stops_trials_that_fall_behind_the_median(api, spx):
+    # Two settings far apart: deep trees on single rows (noisy) or leaves of 250 rows (close to
+    # the mean). After four trials, one of the worse setting is behind the median by fold 2.
+    body = tune_body(
+        spx,
+        pruning=True,
+        n_trials=10,
+        max_parallel=1,
+        seed=0,
+        param_space={"min_samples_leaf": {"type": "categorical", "choices": [1, 250]}},
+        fixed_params={"n_estimators": 10, "max_depth": None, "max_features": 1.0},
+    )
+    result = api("POST", TUNE, json=body).json()
+    trials = result["trials"]
+    assert result["n_trials_completed"] == 10
+    assert {t["state"] for t in trials} == {"COMPLETE", "PRUNED"}, trials
+    complete = [t for t in trials if t["state"] == "COMPLETE"]
+    pruned = [t for t in trials if t["state"] == "PRUNED"]
+    mean = {
+        leaf: np.mean([t["value"] for t in complete if t["params"]["min_samples_leaf"] == leaf])
+        for leaf in (1, 250)
+    }
+    worse = max(mean, key=mean.get)
+    assert all(t["params"]["min_samples_leaf"] == worse for t in pruned)
+    assert all(t["number"] >= 4 and not t["metrics"] for t in pruned)
+    assert result["best_params"]["min_samples_leaf"] != worse
