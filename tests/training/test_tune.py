@@ -328,3 +328,12 @@ def test_pruning_stops_trials_that_fall_behind_the_median(api, spx):
     assert all(t["params"]["min_samples_leaf"] == worse for t in pruned)
     assert all(t["number"] >= 4 and not t["metrics"] for t in pruned)
     assert result["best_params"]["min_samples_leaf"] != worse
+
+
+def test_timeout_stops_starting_trials(api, spx):
+    body = tune_body(spx, n_trials=200, max_parallel=1, timeout_s=1.0)
+    result = api("POST", TUNE, json=body).json()
+    # Trials that started before the deadline finish; none starts after it.
+    assert 1 <= result["n_trials_completed"] < 200
+    assert len(result["trials"]) == result["n_trials_completed"]
+    assert {t["state"] for t in result["trials"]} == {"COMPLETE"}
