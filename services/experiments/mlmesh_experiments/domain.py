@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -72,8 +73,10 @@ def check_count(items: Iterable[Any], limit: int, field: str) -> None:
 # --- run filters ---------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=512)
 def parse_run_filter(text: str) -> tuple[Clause, ...]:
-    """MLflow's filter language (an AND of comparisons) as validated clauses."""
+    """MLflow's filter language (an AND of comparisons) as validated clauses. Cached: parsing
+    costs more than running the search, and dashboards repeat the same filters."""
     if not text.strip():
         return ()
     try:

@@ -3,6 +3,7 @@ and the artifact store."""
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from mlmesh_experiments.entities import (
     ENDED,
     WRITABLE_FIELDS,
     Experiment,
+    HistoryPoint,
     MetricPoint,
     Run,
 )
@@ -269,10 +271,20 @@ class ExperimentsService:
     ) -> Page:
         clauses = domain.parse_run_filter(filter_text)
         offset, limit = page_window(limit, offset, page_token)
-        if experiment_id:
-            await self.get_experiment(tenant, experiment_id)
         query = RunQuery(tenant, offset, limit, experiment_id, status, clauses)
-        runs, total = await self._store.list_runs(query)
+        if not experiment_id:
+            runs, total = await self._store.list_runs(query)
+            return page(runs, offset, total)
+        # The experiment's ownership check and the search run at once (the search filters by
+        # tenant itself); the check's 404 or 403 wins over any result.
+        search = asyncio.ensure_future(self._store.list_runs(query))
+        try:
+            await self.get_experiment(tenant, experiment_id)
+        except BaseException:
+            # Let it finish (its connection goes back to the pool) and drop what it found.
+            await asyncio.gather(search, return_exceptions=True)
+            raise
+        runs, total = await search
         return page(runs, offset, total)
 
     async def _writable_run(self, tenant: str, run_id: str) -> Run:
@@ -325,7 +337,7 @@ class ExperimentsService:
 
     async def metric_history(
         self, tenant: str, run_id: str, key: str, max_points: int = 0
-    ) -> tuple[list[MetricPoint], int]:
+    ) -> tuple[list[HistoryPoint], int]:
         history.check_max_points(max_points)
         await self.get_run(tenant, run_id, hydrate=False)
         points = await self._store.metric_history(run_id, key)

@@ -209,12 +209,13 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
         points, total = await self._service.metric_history(
             tenant_of(context), request.run_id, request.key, request.max_points
         )
-        return pb.GetMetricHistoryResponse(
-            run_id=request.run_id,
-            key=request.key,
-            points=[p.to_proto() for p in points],
-            total_points=total,
+        response = pb.GetMetricHistoryResponse(
+            run_id=request.run_id, key=request.key, total_points=total
         )
+        add = response.points.add  # far cheaper than a list of messages
+        for step, timestamp, value in points:
+            add(step=step, value=value, timestamp=timestamp)
+        return response
 
     async def EndRun(self, request, context):
         run = await self._service.end_run(

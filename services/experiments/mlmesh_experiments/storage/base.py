@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlmesh_experiments.entities import Experiment, MetricPoint, Run
+from mlmesh_experiments.entities import Experiment, HistoryPoint, MetricPoint, Run
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class ExperimentStore(abc.ABC):
         """Ends the run if it is still active; False when it had already ended."""
 
     @abc.abstractmethod
-    async def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+    async def metric_history(self, run_id: str, key: str) -> list[HistoryPoint]:
         """Every point of one metric, by step then timestamp."""
 
     @abc.abstractmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mlmesh_common.db import reader
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
-from mlmesh_experiments.entities import Experiment, MetricPoint, Run
+from mlmesh_experiments.entities import Experiment, HistoryPoint, MetricPoint, Run
 from mlmesh_experiments.storage import search
 from mlmesh_experiments.storage.base import (
     ExperimentQuery,
@@ -81,6 +82,28 @@ _RUN_DETAILS = union_all(
 )
 
 
+# PostgreSQL's hot reads go to asyncpg directly: the same queries as _RUNS_BY_ID and _RUN_DETAILS.
+_PG_RUNS = (
+    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS)}, e.lifecycle_stage"
+    f" FROM {RunRow.__tablename__} r JOIN {ExperimentRow.__tablename__} e"
+    " ON e.id = r.experiment_id WHERE r.id = ANY($1::varchar[])"
+)
+_PG_RUN_DETAILS = (
+    f"SELECT run_id, 't', key, value, NULL::float8 FROM {TagRow.__tablename__}"
+    " WHERE run_id = ANY($1::varchar[])"
+    f" UNION ALL SELECT run_id, 'p', key, value, NULL FROM {ParamRow.__tablename__}"
+    " WHERE run_id = ANY($1::varchar[])"
+    " UNION ALL SELECT run_id, 'm', key, NULL,"
+    " CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
+    f" FROM {LatestMetricRow.__tablename__} WHERE run_id = ANY($1::varchar[])"
+)
+_PG_HISTORY = (
+    "SELECT step, \"timestamp\", CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
+    f" FROM {MetricRow.__tablename__} WHERE run_id = $1 AND key = $2"
+    ' ORDER BY step, "timestamp", id'
+)
+
+
 def _run(row: Any) -> Run:
     return Run(
         **{name: getattr(row, name) for name in _RUN_COLUMNS}, lifecycle_stage=row.lifecycle_stage
@@ -96,8 +119,8 @@ class SqlExperimentStore(ExperimentStore):
         self._engine = engine
         # Reads autocommit: one round trip per query, no transaction around it.
         self._reader = reader(engine)
-        dialect = engine.dialect.name
-        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._postgres = engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if self._postgres else sqlite.insert
 
     async def close(self) -> None:
         await self._engine.dispose()
@@ -165,8 +188,12 @@ class SqlExperimentStore(ExperimentStore):
         if not ids:
             return {}
         async with self._reader.connect() as conn:
-            rows = await conn.execute(_RUNS_BY_ID, {"ids": list(ids)})
-            runs = {row.id: _run(row) for row in rows}
+            if self._postgres:
+                raw = (await conn.get_raw_connection()).driver_connection
+                runs = {row["id"]: Run(**row) for row in await raw.fetch(_PG_RUNS, list(ids))}
+            else:
+                rows = await conn.execute(_RUNS_BY_ID, {"ids": list(ids)})
+                runs = {row.id: _run(row) for row in rows}
             if hydrate:
                 await self._hydrate(conn, runs)
             return runs
@@ -174,6 +201,17 @@ class SqlExperimentStore(ExperimentStore):
     async def _hydrate(self, conn: AsyncConnection, runs: dict[str, Run]) -> None:
         """Tags, params and latest metrics of `runs`: one query, whatever their number."""
         if not runs:
+            return
+        if self._postgres:
+            raw = (await conn.get_raw_connection()).driver_connection
+            for run_id, kind, key, text, number in await raw.fetch(_PG_RUN_DETAILS, list(runs)):
+                run = runs[run_id]
+                if kind == "t":
+                    run.tags[key] = text
+                elif kind == "p":
+                    run.params[key] = text
+                else:
+                    run.metrics[key] = number
             return
         for row in await conn.execute(_RUN_DETAILS, {"ids": list(runs)}):
             run = runs[row.run_id]
@@ -191,19 +229,30 @@ class SqlExperimentStore(ExperimentStore):
         if query.status:
             conditions.append(RunRow.status == query.status)
         conditions += [search.condition(clause) for clause in query.clauses]
-        async with self._reader.connect() as conn:
-            total = await conn.scalar(select(func.count()).select_from(RunRow).where(*conditions))
-            rows = await conn.execute(
-                select(RunRow.__table__, ExperimentRow.lifecycle_stage)
-                .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
-                .where(*conditions)
-                .order_by(RunRow.start_time.desc(), RunRow.id.desc())
-                .offset(query.offset)
-                .limit(query.limit)
-            )
-            runs = {row.id: _run(row) for row in rows}
-            await self._hydrate(conn, runs)
-            return list(runs.values()), total or 0
+        page = (
+            select(RunRow.__table__, ExperimentRow.lifecycle_stage)
+            .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
+            .where(*conditions)
+            .order_by(RunRow.start_time.desc(), RunRow.id.desc())
+            .offset(query.offset)
+            .limit(query.limit)
+        )
+        count = select(func.count()).select_from(RunRow).where(*conditions)
+
+        async def total() -> int:
+            async with self._reader.connect() as conn:
+                return await conn.scalar(count) or 0
+
+        async def runs() -> list[Run]:
+            async with self._reader.connect() as conn:
+                found = {row.id: _run(row) for row in await conn.execute(page)}
+                await self._hydrate(conn, found)
+                return list(found.values())
+
+        # On two connections at once: the count and the page are separate plans (a window
+        # count would cost the page its early stop at LIMIT).
+        counted, listed = await asyncio.gather(total(), runs())
+        return listed, counted
 
     async def log_batch(self, run_id, metrics, params, tags) -> None:
         async with self._engine.begin() as conn:
@@ -283,7 +332,7 @@ class SqlExperimentStore(ExperimentStore):
                 ),
             )
         )
-        if self._engine.dialect.name == "postgresql":
+        if self._postgres:
             # COPY, after the upsert above has opened the batch's transaction (asyncpg starts
             # it lazily, on the first statement SQLAlchemy sends): the fastest bulk path.
             raw = (await conn.get_raw_connection()).driver_connection
@@ -305,16 +354,21 @@ class SqlExperimentStore(ExperimentStore):
             )
             return result.rowcount == 1
 
-    async def metric_history(self, run_id: str, key: str) -> list[MetricPoint]:
+    async def metric_history(self, run_id: str, key: str) -> list[HistoryPoint]:
         async with self._reader.connect() as conn:
+            if self._postgres:
+                # asyncpg directly (its statement cache prepares this once per connection):
+                # SQLAlchemy's per-row result processing costs more than the query.
+                raw = (await conn.get_raw_connection()).driver_connection
+                return list(map(HistoryPoint._make, await raw.fetch(_PG_HISTORY, run_id, key)))
             rows = await conn.execute(
                 select(MetricRow.step, MetricRow.timestamp, MetricRow.value, MetricRow.is_nan)
                 .where(MetricRow.run_id == run_id, MetricRow.key == key)
                 .order_by(MetricRow.step, MetricRow.timestamp, MetricRow.id)
             )
             return [
-                MetricPoint(key, math.nan if row.is_nan else row.value, row.step, row.timestamp)
-                for row in rows
+                HistoryPoint(step, timestamp, math.nan if is_nan else value)
+                for step, timestamp, value, is_nan in rows
             ]
 
     # --- artifacts -----------------------------------------------------------------------
