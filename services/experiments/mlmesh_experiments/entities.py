@@ -139,8 +139,9 @@ class HistoryPoint(NamedTuple):
     value: float
 
 
-@dataclass(frozen=True)
-class MetricPoint:
+class MetricPoint(NamedTuple):
+    """A point to log; a tuple, since batches bring them by the thousand."""
+
     key: str
     value: float
     step: int

@@ -308,14 +308,14 @@ class ExperimentsService:
         domain.check_count(params, domain.MAX_BATCH_PARAMS, "params")
         domain.check_count(tags, domain.MAX_BATCH_TAGS, "tags")
         now = self._clock()
-        points = []
-        for point in metrics:
-            domain.check_key(point.key, "metric")
-            if point.timestamp < 0:
-                raise InvalidArgument(
-                    f"metric {point.key!r}: timestamp must be >= 0", reason="INVALID_TIMESTAMP"
-                )
-            points.append(point if point.timestamp else _stamped(point, now))
+        for key in {point.key for point in metrics}:  # a batch has few distinct keys
+            domain.check_key(key, "metric")
+        negative = next((point for point in metrics if point.timestamp < 0), None)
+        if negative is not None:
+            raise InvalidArgument(
+                f"metric {negative.key!r}: timestamp must be >= 0", reason="INVALID_TIMESTAMP"
+            )
+        points = [point if point.timestamp else _stamped(point, now) for point in metrics]
         param_map = _unique_entries(params, "param")
         tag_map = dict(tags)
         domain.check_entries(param_map, domain.MAX_PARAM_VALUE, "param")

@@ -50,7 +50,6 @@ _EXPERIMENT_COLUMNS = [column.key for column in ExperimentRow.__table__.columns]
 _RUN_COLUMNS = [column.key for column in RunRow.__table__.columns]
 
 
-_METRIC_COPY_COLUMNS = ("run_id", "key", "step", "timestamp", "value", "is_nan")
 _IDS = bindparam("ids", expanding=True)
 # Built once: statements are the same on every call, only the ids vary.
 _RUNS_BY_ID = (
@@ -96,6 +95,43 @@ _PG_RUN_DETAILS = (
     " UNION ALL SELECT run_id, 'm', key, NULL,"
     " CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
     f" FROM {LatestMetricRow.__tablename__} WHERE run_id = ANY($1::varchar[])"
+)
+# log-batch on PostgreSQL: arrays bound in binary, expanded by unnest. Metrics are one statement
+# (atomic by itself) writing the history and upserting the latest values in key order (so that
+# concurrent batches on one run cannot deadlock); the latest of a batch is the highest step,
+# then timestamp, then position.
+_PG_LOG_METRICS = f"""
+WITH points AS (
+    SELECT * FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
+        WITH ORDINALITY AS p(key, step, ts, value, is_nan, position)
+), history AS (
+    INSERT INTO {MetricRow.__tablename__} (run_id, key, step, "timestamp", value, is_nan)
+    SELECT $1, key, step, ts, value, is_nan FROM points ORDER BY position
+)
+INSERT INTO {LatestMetricRow.__tablename__} AS latest
+    (run_id, key, step, "timestamp", value, is_nan)
+SELECT $1, key, step, ts, value, is_nan FROM (
+    SELECT DISTINCT ON (key) * FROM points ORDER BY key, step DESC, ts DESC, position DESC
+) newest ORDER BY key
+ON CONFLICT (run_id, key) DO UPDATE SET
+    step = excluded.step, "timestamp" = excluded."timestamp",
+    value = excluded.value, is_nan = excluded.is_nan
+WHERE excluded.step > latest.step
+    OR (excluded.step = latest.step AND excluded."timestamp" >= latest."timestamp")
+"""
+_PG_UPSERT_TAGS = (
+    f"INSERT INTO {TagRow.__tablename__} (run_id, key, value)"
+    " SELECT $1, key, value FROM unnest($2::varchar[], $3::varchar[]) AS t(key, value)"
+    " ORDER BY key ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"
+)
+_PG_INSERT_PARAMS = (
+    f"INSERT INTO {ParamRow.__tablename__} (run_id, key, value)"
+    " SELECT $1, key, value FROM unnest($2::varchar[], $3::varchar[]) AS p(key, value)"
+    " ORDER BY key ON CONFLICT (run_id, key) DO NOTHING"
+)
+_PG_PARAMS = (
+    f"SELECT key, value FROM {ParamRow.__tablename__}"
+    " WHERE run_id = $1 AND key = ANY($2::varchar[])"
 )
 _PG_HISTORY = (
     "SELECT step, \"timestamp\", CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
@@ -255,6 +291,9 @@ class SqlExperimentStore(ExperimentStore):
         return listed, counted
 
     async def log_batch(self, run_id, metrics, params, tags) -> None:
+        if self._postgres:
+            await self._log_batch_pg(run_id, metrics, params, tags)
+            return
         async with self._engine.begin() as conn:
             if metrics:
                 await self._log_metrics(conn, run_id, metrics)
@@ -271,6 +310,26 @@ class SqlExperimentStore(ExperimentStore):
             if params:
                 await self._log_params(conn, run_id, params)
 
+    async def _log_batch_pg(self, run_id, metrics, params, tags) -> None:
+        """asyncpg directly, on an autocommit connection: a metrics-only batch is a single
+        statement (one round trip, atomic by itself); with tags or params the statements share
+        one transaction, params last so that a conflict rolls everything back."""
+        async with self._reader.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            if not tags and not params:
+                await _pg_log_metrics(raw, run_id, metrics)
+                return
+            async with raw.transaction():
+                if metrics:
+                    await _pg_log_metrics(raw, run_id, metrics)
+                if tags:
+                    keys = sorted(tags)
+                    await raw.execute(_PG_UPSERT_TAGS, run_id, keys, [tags[k] for k in keys])
+                if params:
+                    keys = sorted(params)
+                    await raw.execute(_PG_INSERT_PARAMS, run_id, keys, [params[k] for k in keys])
+                    _check_params(params, await raw.fetch(_PG_PARAMS, run_id, keys))
+
     async def _log_params(self, conn: AsyncConnection, run_id: str, params: dict[str, str]) -> None:
         # Insert what is new, then compare everything: a concurrent writer of another value
         # is caught too, and the exception rolls the whole batch back.
@@ -284,13 +343,7 @@ class SqlExperimentStore(ExperimentStore):
                 ParamRow.run_id == run_id, ParamRow.key.in_(list(params))
             )
         )
-        changed = sorted(key for key, value in stored if value != params[key])
-        if changed:
-            raise InvalidArgument(
-                f"params are immutable; already logged with another value: {', '.join(changed)}",
-                reason="PARAM_ALREADY_LOGGED",
-                metadata={"keys": ",".join(changed)},
-            )
+        _check_params(params, stored)
 
     async def _log_metrics(
         self, conn: AsyncConnection, run_id: str, metrics: Sequence[MetricPoint]
@@ -332,18 +385,8 @@ class SqlExperimentStore(ExperimentStore):
                 ),
             )
         )
-        if self._postgres:
-            # COPY, after the upsert above has opened the batch's transaction (asyncpg starts
-            # it lazily, on the first statement SQLAlchemy sends): the fastest bulk path.
-            raw = (await conn.get_raw_connection()).driver_connection
-            await raw.copy_records_to_table(
-                MetricRow.__tablename__,
-                records=[tuple(row[c] for c in _METRIC_COPY_COLUMNS) for row in rows],
-                columns=_METRIC_COPY_COLUMNS,
-            )
-        else:
-            # One multi-row INSERT per chunk, not a statement per point.
-            await conn.execute(insert(MetricRow), rows)
+        # One multi-row INSERT per chunk, not a statement per point.
+        await conn.execute(insert(MetricRow), rows)
 
     async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
         async with self._engine.begin() as conn:
@@ -401,6 +444,30 @@ class SqlExperimentStore(ExperimentStore):
                 row.path: StoredArtifactRecord(row.path, row.size_bytes, row.sha256, row.uri)
                 for row in rows
             }
+
+
+async def _pg_log_metrics(raw, run_id: str, metrics: Sequence[MetricPoint]) -> None:
+    nans = [math.isnan(p.value) for p in metrics]
+    await raw.execute(
+        _PG_LOG_METRICS,
+        run_id,
+        [p.key for p in metrics],
+        [p.step for p in metrics],
+        [p.timestamp for p in metrics],
+        [0.0 if nan else p.value for p, nan in zip(metrics, nans, strict=True)],
+        nans,
+    )
+
+
+def _check_params(params: dict[str, str], stored) -> None:
+    """Params are immutable: any stored value other than the batch's rejects the batch."""
+    changed = sorted(key for key, value in stored if value != params[key])
+    if changed:
+        raise InvalidArgument(
+            f"params are immutable; already logged with another value: {', '.join(changed)}",
+            reason="PARAM_ALREADY_LOGGED",
+            metadata={"keys": ",".join(changed)},
+        )
 
 
 def _name_taken(name: str) -> AlreadyExists:
