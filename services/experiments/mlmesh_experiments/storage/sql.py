@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -81,20 +82,38 @@ _RUN_DETAILS = union_all(
 )
 
 
-# PostgreSQL's hot reads go to asyncpg directly: the same queries as _RUNS_BY_ID and _RUN_DETAILS.
+# PostgreSQL's hot reads go to asyncpg directly. A run with its tags, params and latest metrics
+# is one query (one round trip): the details come as JSON aggregates beside the run's columns.
 _PG_RUNS = (
-    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS)}, e.lifecycle_stage"
+    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS)}, e.lifecycle_stage,"
+    " (SELECT json_object_agg(key, value)"
+    f" FROM {TagRow.__tablename__} WHERE run_id = r.id) AS tags,"
+    " (SELECT json_object_agg(key, value)"
+    f" FROM {ParamRow.__tablename__} WHERE run_id = r.id) AS params,"
+    " (SELECT json_agg(json_build_array(key, value, is_nan))"
+    f" FROM {LatestMetricRow.__tablename__} WHERE run_id = r.id) AS metrics"
     f" FROM {RunRow.__tablename__} r JOIN {ExperimentRow.__tablename__} e"
     " ON e.id = r.experiment_id WHERE r.id = ANY($1::varchar[])"
 )
-_PG_RUN_DETAILS = (
-    f"SELECT run_id, 't', key, value, NULL::float8 FROM {TagRow.__tablename__}"
-    " WHERE run_id = ANY($1::varchar[])"
-    f" UNION ALL SELECT run_id, 'p', key, value, NULL FROM {ParamRow.__tablename__}"
-    " WHERE run_id = ANY($1::varchar[])"
-    " UNION ALL SELECT run_id, 'm', key, NULL,"
-    " CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
-    f" FROM {LatestMetricRow.__tablename__} WHERE run_id = ANY($1::varchar[])"
+_LATEST = LatestMetricRow
+_PG_DETAIL_COLUMNS = (
+    select(func.json_object_agg(TagRow.key, TagRow.value))
+    .where(TagRow.run_id == RunRow.id)
+    .scalar_subquery()
+    .label("tags"),
+    select(func.json_object_agg(ParamRow.key, ParamRow.value))
+    .where(ParamRow.run_id == RunRow.id)
+    .scalar_subquery()
+    .label("params"),
+    select(func.json_agg(func.json_build_array(_LATEST.key, _LATEST.value, _LATEST.is_nan)))
+    .where(_LATEST.run_id == RunRow.id)
+    .scalar_subquery()
+    .label("metrics"),
+)
+_PG_RUN_ROWS = (
+    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS)}, e.lifecycle_stage"
+    f" FROM {RunRow.__tablename__} r JOIN {ExperimentRow.__tablename__} e"
+    " ON e.id = r.experiment_id WHERE r.id = ANY($1::varchar[])"
 )
 # log-batch on PostgreSQL: arrays bound in binary, expanded by unnest. Metrics are one statement
 # (atomic by itself) writing the history and upserting the latest values in key order (so that
@@ -144,6 +163,24 @@ def _run(row: Any) -> Run:
     return Run(
         **{name: getattr(row, name) for name in _RUN_COLUMNS}, lifecycle_stage=row.lifecycle_stage
     )
+
+
+def _hydrated_run(row: Any) -> Run:
+    return Run(
+        **{name: row[name] for name in _RUN_COLUMNS},
+        lifecycle_stage=row["lifecycle_stage"],
+        tags=_json(row["tags"]) or {},
+        params=_json(row["params"]) or {},
+        metrics={
+            key: math.nan if is_nan else value for key, value, is_nan in _json(row["metrics"]) or ()
+        },
+    )
+
+
+def _json(value: Any) -> Any:
+    """A JSON column: SQLAlchemy's asyncpg connections decode JSON themselves, plain asyncpg
+    hands over the text."""
+    return json.loads(value) if isinstance(value, str) else value
 
 
 def _experiment(row: Any) -> Experiment:
@@ -226,28 +263,21 @@ class SqlExperimentStore(ExperimentStore):
         async with self._reader.connect() as conn:
             if self._postgres:
                 raw = (await conn.get_raw_connection()).driver_connection
-                runs = {row["id"]: Run(**row) for row in await raw.fetch(_PG_RUNS, list(ids))}
-            else:
-                rows = await conn.execute(_RUNS_BY_ID, {"ids": list(ids)})
-                runs = {row.id: _run(row) for row in rows}
+                if hydrate:
+                    rows = await raw.fetch(_PG_RUNS, list(ids))
+                    return {row["id"]: _hydrated_run(row) for row in rows}
+                rows = await raw.fetch(_PG_RUN_ROWS, list(ids))
+                return {row["id"]: Run(**row) for row in rows}
+            rows = await conn.execute(_RUNS_BY_ID, {"ids": list(ids)})
+            runs = {row.id: _run(row) for row in rows}
             if hydrate:
                 await self._hydrate(conn, runs)
             return runs
 
     async def _hydrate(self, conn: AsyncConnection, runs: dict[str, Run]) -> None:
-        """Tags, params and latest metrics of `runs`: one query, whatever their number."""
+        """Tags, params and latest metrics of `runs` (SQLite): one query, whatever their
+        number."""
         if not runs:
-            return
-        if self._postgres:
-            raw = (await conn.get_raw_connection()).driver_connection
-            for run_id, kind, key, text, number in await raw.fetch(_PG_RUN_DETAILS, list(runs)):
-                run = runs[run_id]
-                if kind == "t":
-                    run.tags[key] = text
-                elif kind == "p":
-                    run.params[key] = text
-                else:
-                    run.metrics[key] = number
             return
         for row in await conn.execute(_RUN_DETAILS, {"ids": list(runs)}):
             run = runs[row.run_id]
@@ -265,8 +295,10 @@ class SqlExperimentStore(ExperimentStore):
         if query.status:
             conditions.append(RunRow.status == query.status)
         conditions += [search.condition(clause) for clause in query.clauses]
+        # PostgreSQL: each listed run's details come with it (JSON aggregates), one round trip.
+        details = _PG_DETAIL_COLUMNS if self._postgres else ()
         page = (
-            select(RunRow.__table__, ExperimentRow.lifecycle_stage)
+            select(RunRow.__table__, ExperimentRow.lifecycle_stage, *details)
             .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
             .where(*conditions)
             .order_by(RunRow.start_time.desc(), RunRow.id.desc())
@@ -281,7 +313,10 @@ class SqlExperimentStore(ExperimentStore):
 
         async def runs() -> list[Run]:
             async with self._reader.connect() as conn:
-                found = {row.id: _run(row) for row in await conn.execute(page)}
+                rows = await conn.execute(page)
+                if self._postgres:
+                    return [_hydrated_run(row._mapping) for row in rows]
+                found = {row.id: _run(row) for row in rows}
                 await self._hydrate(conn, found)
                 return list(found.values())
 
