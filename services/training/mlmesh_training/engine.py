@@ -12,10 +12,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import ray
+import structlog
 
 from mlmesh_common.errors import FailedPrecondition, Unavailable
 from mlmesh_training.cv import Fold
 from mlmesh_training.plugins import get_plugin
+
+log = structlog.get_logger(__name__)
 
 SUMMARY_METRICS = ("mse", "mae", "directional_accuracy")
 
@@ -151,16 +154,28 @@ def _fit_full(plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.S
     return get_plugin(plugin_key).fit(X, y, params, seed).save()
 
 
-def start_ray(address: str | None, num_cpus: int | None) -> None:
-    """Connects to the cluster at `address` (a GCS address, or `ray://` for the Ray Client), or
-    starts a Ray of its own (no dashboard): never one that `ray start` left on the machine."""
+def start_ray(address: str | None, num_cpus: int | None, connect_timeout_s: float = 120) -> None:
+    """Connects to the cluster at `address` (a GCS address, or `ray://` for the Ray Client),
+    retrying while the cluster comes up (a head starts its agents after it accepts
+    connections), or starts a Ray of its own (no dashboard): never one that `ray start` left on
+    the machine."""
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **options)
-    else:
+    if not address:
         ray.init(address="local", num_cpus=num_cpus, **options)
+        return
+    deadline = time.monotonic() + connect_timeout_s
+    while True:
+        try:
+            ray.init(address=address, **options)
+            return
+        except ConnectionError as error:
+            ray.shutdown()
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("ray cluster not ready; retrying", address=address, error=str(error))
+            time.sleep(2)
 
 
 Progress = Callable[[int, int], Awaitable[None]]
