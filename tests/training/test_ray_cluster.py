@@ -64,13 +64,16 @@ def alive_nodes(address: str) -> dict[str, float]:
         "print(json.dumps({n['NodeID']: n['Resources'].get('CPU', 0) "
         "for n in ray.nodes() if n['Alive']}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script, address],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **RAY_ENV},
-    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", script, address],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **RAY_ENV},
+        )
+    except subprocess.TimeoutExpired:  # a driver can hang on a head that is still starting
+        return {}
     return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
 
 
@@ -112,7 +115,12 @@ def cluster(tmp_path):
     )
     nodes.append(head)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
+        # `ray start` reports the node up once its processes are; only then can drivers connect.
+        while "Ray runtime started" not in head.log.read_text(errors="replace"):
+            assert head.process.poll() is None, head.log.read_text()
+            assert time.monotonic() < deadline, "the head node never came up"
+            time.sleep(0.5)
         while not (nodes_up := alive_nodes(address)):
             assert head.process.poll() is None, head.log.read_text()
             assert time.monotonic() < deadline, "the head node never came up"
