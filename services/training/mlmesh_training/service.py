@@ -545,7 +545,7 @@ class TrainingService:
         study = job.study
         lineage = self._lineage(tenant, job.data, job.strategy_id, "tuning")
         async with self._tuner.open(study) as opened:
-            parent = opened.user_attrs.get(MLFLOW_RUN)
+            parent = (await asyncio.to_thread(lambda: opened.user_attrs)).get(MLFLOW_RUN)
             if parent is None:
                 parent = await self._mlflow.start_parent(
                     f"tune-{job.study_name}",
