@@ -1,5 +1,5 @@
-"""The experiments service over every store backend (SQLite and PostgreSQL), and as a real
-process behind the real Envoy gateway. One database per backend for the session; each test
+"""The experiments service over every store backend (in-memory, SQLite and PostgreSQL), and as
+a real process behind the real Envoy gateway. One store per backend for the session; each test
 works in a tenant of its own."""
 
 from __future__ import annotations
@@ -11,24 +11,25 @@ import pytest
 from mlmesh_common.artifacts import LocalArtifactStore
 from mlmesh_common.db import create_engine
 from mlmesh_experiments.service import ExperimentsService
+from mlmesh_experiments.storage.memory import InMemoryExperimentStore
 from mlmesh_experiments.storage.migrate import migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
 from tests.helpers.gateway import start_gateway
 
 
-@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
-def database_url(request, tmp_path_factory) -> str:
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'registry.db'}"
-    postgres = request.getfixturevalue("postgres")
-    return postgres.create_database(f"registry_{uuid.uuid4().hex[:8]}").url("asyncpg")
-
-
-@pytest.fixture(scope="session")
-async def store(database_url):
-    engine = create_engine(database_url)
-    await migrate(engine)
-    store = SqlExperimentStore(engine)
+@pytest.fixture(scope="session", params=["memory", "sqlite", "postgresql"])
+async def store(request, tmp_path_factory):
+    if request.param == "memory":
+        store = InMemoryExperimentStore()
+    else:
+        if request.param == "sqlite":
+            url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'registry.db'}"
+        else:
+            postgres = request.getfixturevalue("postgres")
+            url = postgres.create_database(f"registry_{uuid.uuid4().hex[:8]}").url("asyncpg")
+        engine = create_engine(url)
+        await migrate(engine)
+        store = SqlExperimentStore(engine)
     yield store
     await store.close()
 

@@ -1,4 +1,4 @@
-"""The registry's rules, run against every store backend (SQLite and PostgreSQL)."""
+"""The registry's rules, run against every store backend (in-memory, SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -113,7 +113,9 @@ async def test_limits_are_400_with_the_limit(service, tenant):
 
 
 async def test_list_is_newest_first_with_exact_total_and_tokens(service, tenant):
-    ids = [(await make_experiment(service, tenant, name=f"e{i}")).id for i in range(7)]
+    created = [await make_experiment(service, tenant, name=f"e{i}") for i in range(7)]
+    # Newest first; experiments created in the same millisecond by id, descending.
+    ids = [e.id for e in sorted(created, key=lambda e: (e.created_at, e.id))]
     seen, token = [], ""
     while True:
         page = await service.list_experiments(tenant, limit=3, page_token=token)

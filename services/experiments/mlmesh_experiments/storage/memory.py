@@ -1,0 +1,230 @@
+"""The experiment registry in process memory: the reference behaviour of the store interface, for
+tests and throwaway runs. Every method runs without awaiting, so each is atomic on the loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from mlmesh_common.errors import AlreadyExists, InvalidArgument
+from mlmesh_experiments.entities import ACTIVE, Experiment, HistoryPoint, MetricPoint, Run
+from mlmesh_experiments.storage.base import (
+    Clause,
+    ExperimentQuery,
+    ExperimentStore,
+    RunQuery,
+    StoredArtifactRecord,
+)
+
+_ATTRIBUTES = {
+    "run_id": "id",
+    "id": "id",
+    "run_name": "name",
+    "name": "name",
+    "description": "description",
+    "status": "status",
+    "start_time": "start_time",
+    "end_time": "end_time",
+}
+
+
+class InMemoryExperimentStore(ExperimentStore):
+    def __init__(self) -> None:
+        self._experiments: dict[str, Experiment] = {}
+        self._runs: dict[str, Run] = {}  # tags, params and latest metrics kept on the run
+        self._latest: dict[str, dict[str, tuple[int, int]]] = {}  # run -> key -> (step, ts)
+        self._history: dict[tuple[str, str], list[HistoryPoint]] = {}
+        self._artifacts: dict[str, dict[str, StoredArtifactRecord]] = {}
+
+    async def close(self) -> None:
+        return None
+
+    # --- experiments ---------------------------------------------------------------------
+
+    async def create_experiment(self, experiment: Experiment) -> None:
+        self._check_name_free(experiment)
+        self._experiments[experiment.id] = _copy(experiment)
+
+    async def get_experiments(self, ids: Sequence[str]) -> dict[str, Experiment]:
+        return {i: _copy(self._experiments[i]) for i in ids if i in self._experiments}
+
+    async def list_experiments(self, query: ExperimentQuery) -> tuple[list[Experiment], int]:
+        needle = query.search.lower()
+        found = [
+            e
+            for e in self._experiments.values()
+            if e.tenant == query.tenant
+            and (query.stage == "all" or e.lifecycle_stage == query.stage)
+            and (not query.strategy_id or e.strategy_id == query.strategy_id)
+            and needle in e.name.lower()
+        ]
+        found.sort(key=lambda e: (e.created_at, e.id), reverse=True)
+        window = found[query.offset : query.offset + query.limit]
+        return [_copy(e) for e in window], len(found)
+
+    async def update_experiment(self, experiment_id: str, changes: dict[str, Any]) -> None:
+        updated = dataclasses.replace(self._experiments[experiment_id], **changes)
+        self._check_name_free(updated)
+        self._experiments[experiment_id] = _copy(updated)
+
+    def _check_name_free(self, experiment: Experiment) -> None:
+        """A name is unique among a tenant's active experiments (archived ones keep theirs)."""
+        if experiment.lifecycle_stage != ACTIVE:
+            return
+        for other in self._experiments.values():
+            if (
+                other.id != experiment.id
+                and other.tenant == experiment.tenant
+                and other.name == experiment.name
+                and other.lifecycle_stage == ACTIVE
+            ):
+                raise AlreadyExists(
+                    f"an active experiment named {experiment.name!r} already exists",
+                    reason="EXPERIMENT_NAME_TAKEN",
+                    metadata={"name": experiment.name},
+                )
+
+    # --- runs ----------------------------------------------------------------------------
+
+    async def create_run(self, run: Run) -> None:
+        self._runs[run.id] = _copy(run)
+        self._latest[run.id] = {}
+
+    async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:
+        return {i: self._view(self._runs[i], hydrate) for i in ids if i in self._runs}
+
+    def _view(self, run: Run, hydrate: bool) -> Run:
+        stage = self._experiments[run.experiment_id].lifecycle_stage
+        view = dataclasses.replace(run, lifecycle_stage=stage, tags={}, params={}, metrics={})
+        if hydrate:
+            view.tags, view.params, view.metrics = (
+                dict(run.tags),
+                dict(run.params),
+                dict(run.metrics),
+            )
+        return view
+
+    async def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
+        found = [
+            run
+            for run in self._runs.values()
+            if run.tenant == query.tenant
+            and (not query.experiment_id or run.experiment_id == query.experiment_id)
+            and (not query.status or run.status == query.status)
+            and all(_matches(run, clause) for clause in query.clauses)
+        ]
+        found.sort(key=lambda r: (r.start_time, r.id), reverse=True)
+        window = found[query.offset : query.offset + query.limit]
+        return [self._view(run, True) for run in window], len(found)
+
+    async def log_batch(
+        self,
+        run_id: str,
+        metrics: Sequence[MetricPoint],
+        params: dict[str, str],
+        tags: dict[str, str],
+    ) -> None:
+        run = self._runs[run_id]
+        changed = sorted(k for k, v in params.items() if run.params.get(k, v) != v)
+        if changed:  # checked before anything is written: the batch is all or nothing
+            raise InvalidArgument(
+                f"params are immutable; already logged with another value: {', '.join(changed)}",
+                reason="PARAM_ALREADY_LOGGED",
+                metadata={"keys": ",".join(changed)},
+            )
+        run.params.update(params)
+        run.tags.update(tags)
+        latest = self._latest[run_id]
+        for point in metrics:
+            self._history.setdefault((run_id, point.key), []).append(
+                HistoryPoint(point.step, point.timestamp, point.value)
+            )
+            # The latest is the highest step, then timestamp; later points win ties.
+            if (point.step, point.timestamp) >= latest.get(point.key, (-math.inf, -math.inf)):
+                latest[point.key] = (point.step, point.timestamp)
+                run.metrics[point.key] = point.value
+
+    async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
+        run = self._runs[run_id]
+        if run.status not in ("RUNNING", "SCHEDULED"):
+            return False
+        run.status, run.end_time = status, end_time
+        return True
+
+    async def metric_history(self, run_id: str, key: str) -> list[HistoryPoint]:
+        points = self._history.get((run_id, key), [])
+        # sorted() is stable: points logged in the same step and timestamp keep their order.
+        return sorted(points, key=lambda p: (p.step, p.timestamp))
+
+    # --- artifacts -----------------------------------------------------------------------
+
+    async def record_artifact(self, run_id: str, artifact: StoredArtifactRecord, at: int) -> None:
+        self._artifacts.setdefault(run_id, {})[artifact.path] = artifact
+
+    async def artifact_records(self, run_id: str) -> dict[str, StoredArtifactRecord]:
+        return dict(self._artifacts.get(run_id, {}))
+
+
+def _copy(item: Any) -> Any:
+    """A copy with its own dicts: callers never share state with the store."""
+    return dataclasses.replace(
+        item,
+        **{
+            f.name: dict(getattr(item, f.name))
+            for f in dataclasses.fields(item)
+            if isinstance(getattr(item, f.name), dict)
+        },
+    )
+
+
+def _matches(run: Run, clause: Clause) -> bool:
+    """One filter clause, with SQL's semantics: a missing value matches nothing."""
+    if clause.kind == "attribute":
+        return _compare(getattr(run, _ATTRIBUTES[clause.key]), clause.op, clause.value)
+    if clause.kind == "metric":
+        value = run.metrics.get(clause.key)
+        if value is None or math.isnan(value):
+            return False
+        return _compare(value, clause.op, clause.value)
+    values = run.params if clause.kind == "param" else run.tags
+    if clause.op == "IS NULL":
+        return clause.key not in values
+    if clause.op == "IS NOT NULL":
+        return clause.key in values
+    return clause.key in values and _compare(values[clause.key], clause.op, clause.value)
+
+
+def _compare(left: Any, op: str, right: Any) -> bool:
+    if left is None:
+        return False
+    match op:
+        case "=":
+            return left == right
+        case "!=":
+            return left != right
+        case "<":
+            return left < right
+        case "<=":
+            return left <= right
+        case ">":
+            return left > right
+        case ">=":
+            return left >= right
+        case "LIKE":
+            return _like(right).fullmatch(left) is not None
+        case "ILIKE":
+            return _like(right, re.IGNORECASE).fullmatch(left) is not None
+        case "IN":
+            return left in right
+        case "NOT IN":
+            return left not in right
+    raise ValueError(f"unsupported operator {op!r}")
+
+
+def _like(pattern: str, flags: int = 0) -> re.Pattern[str]:
+    """SQL LIKE: `%` any run of characters, `_` exactly one, everything else literal."""
+    parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.compile("".join(parts), flags | re.DOTALL)
