@@ -16,6 +16,7 @@ from mlmesh_common.server import ServiceBinding, build_server, serve
 from mlmesh_experiments.config import ExperimentsSettings
 from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.base import ExperimentStore
+from mlmesh_experiments.storage.memory import InMemoryExperimentStore
 from mlmesh_experiments.storage.migrate import migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
 from mlmesh_experiments.transport import ExperimentServicer
@@ -40,10 +41,20 @@ def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:
     return build_server(address, [binding], max_message_bytes=deps.max_message_bytes)
 
 
-async def _main(settings: ExperimentsSettings) -> None:
+MEMORY_URL = "memory://"
+
+
+async def open_store(settings: ExperimentsSettings) -> ExperimentStore:
+    """The store `database_url` names: `memory://` (nothing kept), else SQLAlchemy, migrated."""
+    if settings.database_url == MEMORY_URL:
+        return InMemoryExperimentStore()
     engine = create_engine(settings.database_url, settings.database_pool_size)
     await migrate(engine)
-    store = SqlExperimentStore(engine)
+    return SqlExperimentStore(engine)
+
+
+async def _main(settings: ExperimentsSettings) -> None:
+    store = await open_store(settings)
     deps = Deps(store, open_artifact_store(settings.artifact_uri), settings.max_message_bytes)
     server, port = make_server(deps, settings.address)
     try:
