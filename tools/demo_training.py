@@ -91,12 +91,55 @@ def main() -> None:
                 "seed": 42,
             },
         )
-    cv = result["cv_metrics"]
-    summary = {k: round(v, 6) for k, v in cv.items() if k.startswith(("mean_", "std_"))}
+        dataset = {"feature_ids": [uploads["features"]["id"]], "symbol": "SPX"}
+        cv = {"method": "expanding", "n_splits": 5, "test_size": 0.1}
+        study = _call(
+            session,
+            "POST",
+            f"{api}/models/tune",
+            json={
+                "plugin_key": "ml.lightgbm",
+                "dataset": dataset,
+                "cv": cv,
+                "fixed_params": {"n_estimators": 100},
+                "n_trials": 12,
+                "seed": 42,
+                "strategy_id": "spx-next-day",
+            },
+        )
+        board = _call(
+            session,
+            "POST",
+            f"{api}/models/automl",
+            json={
+                "dataset": dataset,
+                "cv": cv,
+                "metric": "directional_accuracy",
+                "seed": 42,
+                "candidates": {
+                    "ml.lightgbm": {"n_estimators": 100},
+                    "ml.random_forest": {"n_estimators": 100, "max_depth": 4},
+                    "ml.xgboost": {"n_estimators": 100, "max_depth": 3},
+                },
+                "ensemble_top_k": 2,
+                "strategy_id": "spx-next-day",
+            },
+        )
+    summary = {
+        k: round(v, 6) for k, v in result["cv_metrics"].items() if k.startswith(("mean_", "std_"))
+    }
     print(f"trained model {model['id']} (version {result['model_version']}) on SPX:")
     print(json.dumps(summary, indent=2))
     print(f"MLflow run {result['mlflow_run_id']}, experiment record {result['experiment_id']}")
     print(f"try: curl {api}/models/{model['id']}")
+    print(
+        f"tuned ml.lightgbm, study {study['study_name']}: {study['n_trials_completed']} trials, "
+        f"best mean_mse {study['best_value']:.6g} with {json.dumps(study['best_params'])}"
+    )
+    print(f"AutoML leaderboard by mean_directional_accuracy ({board['direction']}):")
+    for row in board["leaderboard"]:
+        score = "failed" if row.get("score") is None else f"{row['score']:.4f}"
+        print(f"  {row['rank']}. {row['plugin_key']}: {score}")
 
 
 if __name__ == "__main__":
