@@ -359,7 +359,8 @@ class Tuner:
     async def _drive(self, study, spec, data, on_trial, progress, slots) -> None:
         loop = asyncio.get_running_loop()
         distributions = {name: distribution(s) for name, s in spec.space.items()}
-        finished = sum(counts(t) for t in study.get_trials(deepcopy=False))
+        trials = await asyncio.to_thread(study.get_trials, deepcopy=False)
+        finished = sum(counts(t) for t in trials)
         to_start = max(spec.n_trials - finished, 0)
         lost = 0
         deadline = None if spec.timeout_s is None else loop.time() + spec.timeout_s
@@ -397,7 +398,8 @@ class Tuner:
                     if on_trial is not None:
                         await on_trial(view)
                     if progress is not None:
-                        await progress(finished, spec.n_trials, _best(study))
+                        best = await asyncio.to_thread(_best, study)
+                        await progress(finished, spec.n_trials, best)
         except BaseException:
             for task in running:
                 task.cancel()
