@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -82,19 +81,8 @@ _RUN_DETAILS = union_all(
 )
 
 
-# PostgreSQL's hot reads go to asyncpg directly. A run with its tags, params and latest metrics
-# is one query (one round trip): the details come as JSON aggregates beside the run's columns.
-_PG_RUNS = (
-    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS)}, e.lifecycle_stage,"
-    " (SELECT json_object_agg(key, value)"
-    f" FROM {TagRow.__tablename__} WHERE run_id = r.id) AS tags,"
-    " (SELECT json_object_agg(key, value)"
-    f" FROM {ParamRow.__tablename__} WHERE run_id = r.id) AS params,"
-    " (SELECT json_agg(json_build_array(key, value, is_nan))"
-    f" FROM {LatestMetricRow.__tablename__} WHERE run_id = r.id) AS metrics"
-    f" FROM {RunRow.__tablename__} r JOIN {ExperimentRow.__tablename__} e"
-    " ON e.id = r.experiment_id WHERE r.id = ANY($1::varchar[])"
-)
+# PostgreSQL: a run comes with its tags, params and latest metrics as JSON aggregates beside its
+# columns, so that reading runs is one query (one round trip) whatever their number.
 _LATEST = LatestMetricRow
 _PG_DETAIL_COLUMNS = (
     select(func.json_object_agg(TagRow.key, TagRow.value))
@@ -110,15 +98,11 @@ _PG_DETAIL_COLUMNS = (
     .scalar_subquery()
     .label("metrics"),
 )
-_PG_RUN_ROWS = (
-    f"SELECT {', '.join('r.' + c for c in _RUN_COLUMNS)}, e.lifecycle_stage"
-    f" FROM {RunRow.__tablename__} r JOIN {ExperimentRow.__tablename__} e"
-    " ON e.id = r.experiment_id WHERE r.id = ANY($1::varchar[])"
-)
-# log-batch on PostgreSQL: arrays bound in binary, expanded by unnest. Metrics are one statement
-# (atomic by itself) writing the history and upserting the latest values in key order (so that
-# concurrent batches on one run cannot deadlock); the latest of a batch is the highest step,
-# then timestamp, then position.
+_RUNS_WITH_DETAILS = _RUNS_BY_ID.add_columns(*_PG_DETAIL_COLUMNS)
+# Metrics of a log-batch on PostgreSQL: arrays bound in binary, expanded by unnest, in one
+# statement (atomic by itself) writing the history and upserting the latest values in key
+# order (so that concurrent batches on one run cannot deadlock); the latest of a batch is the
+# highest step, then timestamp, then position.
 _PG_LOG_METRICS = f"""
 WITH points AS (
     SELECT * FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
@@ -138,20 +122,6 @@ ON CONFLICT (run_id, key) DO UPDATE SET
 WHERE excluded.step > latest.step
     OR (excluded.step = latest.step AND excluded."timestamp" >= latest."timestamp")
 """
-_PG_UPSERT_TAGS = (
-    f"INSERT INTO {TagRow.__tablename__} (run_id, key, value)"
-    " SELECT $1, key, value FROM unnest($2::varchar[], $3::varchar[]) AS t(key, value)"
-    " ORDER BY key ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"
-)
-_PG_INSERT_PARAMS = (
-    f"INSERT INTO {ParamRow.__tablename__} (run_id, key, value)"
-    " SELECT $1, key, value FROM unnest($2::varchar[], $3::varchar[]) AS p(key, value)"
-    " ORDER BY key ON CONFLICT (run_id, key) DO NOTHING"
-)
-_PG_PARAMS = (
-    f"SELECT key, value FROM {ParamRow.__tablename__}"
-    " WHERE run_id = $1 AND key = ANY($2::varchar[])"
-)
 _PG_HISTORY = (
     "SELECT step, \"timestamp\", CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
     f" FROM {MetricRow.__tablename__} WHERE run_id = $1 AND key = $2"
@@ -166,21 +136,14 @@ def _run(row: Any) -> Run:
 
 
 def _hydrated_run(row: Any) -> Run:
+    """A run read with _PG_DETAIL_COLUMNS (the driver decodes their JSON)."""
     return Run(
         **{name: row[name] for name in _RUN_COLUMNS},
         lifecycle_stage=row["lifecycle_stage"],
-        tags=_json(row["tags"]) or {},
-        params=_json(row["params"]) or {},
-        metrics={
-            key: math.nan if is_nan else value for key, value, is_nan in _json(row["metrics"]) or ()
-        },
+        tags=row["tags"] or {},
+        params=row["params"] or {},
+        metrics={key: math.nan if is_nan else value for key, value, is_nan in row["metrics"] or ()},
     )
-
-
-def _json(value: Any) -> Any:
-    """A JSON column: SQLAlchemy's asyncpg connections decode JSON themselves, plain asyncpg
-    hands over the text."""
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _experiment(row: Any) -> Experiment:
@@ -261,13 +224,9 @@ class SqlExperimentStore(ExperimentStore):
         if not ids:
             return {}
         async with self._reader.connect() as conn:
-            if self._postgres:
-                raw = (await conn.get_raw_connection()).driver_connection
-                if hydrate:
-                    rows = await raw.fetch(_PG_RUNS, list(ids))
-                    return {row["id"]: _hydrated_run(row) for row in rows}
-                rows = await raw.fetch(_PG_RUN_ROWS, list(ids))
-                return {row["id"]: Run(**row) for row in rows}
+            if hydrate and self._postgres:
+                rows = await conn.execute(_RUNS_WITH_DETAILS, {"ids": list(ids)})
+                return {row.id: _hydrated_run(row._mapping) for row in rows}
             rows = await conn.execute(_RUNS_BY_ID, {"ids": list(ids)})
             runs = {row.id: _run(row) for row in rows}
             if hydrate:
@@ -326,8 +285,11 @@ class SqlExperimentStore(ExperimentStore):
         return listed, counted
 
     async def log_batch(self, run_id, metrics, params, tags) -> None:
-        if self._postgres:
-            await self._log_batch_pg(run_id, metrics, params, tags)
+        if self._postgres and not tags and not params:
+            # Metrics alone are one statement on PostgreSQL, atomic by itself: no transaction
+            # round trips around it.
+            async with self._reader.connect() as conn:
+                await self._log_metrics(conn, run_id, metrics)
             return
         async with self._engine.begin() as conn:
             if metrics:
@@ -344,26 +306,6 @@ class SqlExperimentStore(ExperimentStore):
             # Last: a param conflict found here rolls back everything written above.
             if params:
                 await self._log_params(conn, run_id, params)
-
-    async def _log_batch_pg(self, run_id, metrics, params, tags) -> None:
-        """asyncpg directly, on an autocommit connection: a metrics-only batch is a single
-        statement (one round trip, atomic by itself); with tags or params the statements share
-        one transaction, params last so that a conflict rolls everything back."""
-        async with self._reader.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
-            if not tags and not params:
-                await _pg_log_metrics(raw, run_id, metrics)
-                return
-            async with raw.transaction():
-                if metrics:
-                    await _pg_log_metrics(raw, run_id, metrics)
-                if tags:
-                    keys = sorted(tags)
-                    await raw.execute(_PG_UPSERT_TAGS, run_id, keys, [tags[k] for k in keys])
-                if params:
-                    keys = sorted(params)
-                    await raw.execute(_PG_INSERT_PARAMS, run_id, keys, [params[k] for k in keys])
-                    _check_params(params, await raw.fetch(_PG_PARAMS, run_id, keys))
 
     async def _log_params(self, conn: AsyncConnection, run_id: str, params: dict[str, str]) -> None:
         # Insert what is new, then compare everything: a concurrent writer of another value
@@ -383,6 +325,15 @@ class SqlExperimentStore(ExperimentStore):
     async def _log_metrics(
         self, conn: AsyncConnection, run_id: str, metrics: Sequence[MetricPoint]
     ) -> None:
+        if self._postgres:
+            nans = [math.isnan(p.value) for p in metrics]
+            values = [0.0 if nan else p.value for p, nan in zip(metrics, nans, strict=True)]
+            keys, steps = [p.key for p in metrics], [p.step for p in metrics]
+            timestamps = [p.timestamp for p in metrics]
+            await conn.exec_driver_sql(
+                _PG_LOG_METRICS, (run_id, keys, steps, timestamps, values, nans)
+            )
+            return
         rows = [
             {
                 "run_id": run_id,
@@ -479,19 +430,6 @@ class SqlExperimentStore(ExperimentStore):
                 row.path: StoredArtifactRecord(row.path, row.size_bytes, row.sha256, row.uri)
                 for row in rows
             }
-
-
-async def _pg_log_metrics(raw, run_id: str, metrics: Sequence[MetricPoint]) -> None:
-    nans = [math.isnan(p.value) for p in metrics]
-    await raw.execute(
-        _PG_LOG_METRICS,
-        run_id,
-        [p.key for p in metrics],
-        [p.step for p in metrics],
-        [p.timestamp for p in metrics],
-        [0.0 if nan else p.value for p, nan in zip(metrics, nans, strict=True)],
-        nans,
-    )
 
 
 def _check_params(params: dict[str, str], stored) -> None:
