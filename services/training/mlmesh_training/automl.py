@@ -114,9 +114,7 @@ class AutoML:
                     async for evaluation in stream:
                         folds.append(evaluation)
         except ray.exceptions.RayTaskError as error:
-            cause = getattr(error, "cause", None)
-            message = getattr(cause, "message", None) or f"{type(cause).__name__}: {cause}"
-            return Row(plugin_key, params, status="FAILED", error=message)
+            return Row(plugin_key, params, status="FAILED", error=engine.task_error(error))
         except ray.exceptions.RayError as error:
             return Row(plugin_key, params, status="FAILED", error=f"{type(error).__name__}")
         summary = CVResult([f.score for f in folds]).summary

@@ -14,7 +14,7 @@ import pandas as pd
 import ray
 import structlog
 
-from mlmesh_common.errors import FailedPrecondition, Unavailable
+from mlmesh_common.errors import DomainError, FailedPrecondition, Unavailable
 from mlmesh_training.cv import Fold
 from mlmesh_training.plugins import get_plugin
 
@@ -69,20 +69,6 @@ def score(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, float, float]:
     return mse, mae, direction
 
 
-@ray.remote(num_cpus=1)
-def _fit_predict(
-    plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series, train, test
-) -> tuple[np.ndarray, str]:
-    """The fold's predictions, and the node that computed them."""
-    plugin = get_plugin(plugin_key)
-    fitted = plugin.fit(X.iloc[train], y.iloc[train], params, seed)
-    # Feature rows before the test window are known at prediction time (no labels in them);
-    # sequence models use them as context for the first test rows.
-    history = X.iloc[: test[0]]
-    predictions = np.asarray(fitted.predict(X.iloc[test], history=history), dtype=float)
-    return predictions, ray.get_runtime_context().get_node_id()
-
-
 @dataclass(frozen=True)
 class FoldEvaluation:
     """One scored fold of an evaluation, with where and when its Ray task ran."""
@@ -93,8 +79,9 @@ class FoldEvaluation:
     finished: float  # this fold's end, epoch seconds
 
 
-# One evaluation (a tuning trial, an AutoML candidate) fits its folds in turn inside one Ray task.
-# No retries: a trial lost with its worker is re-asked by the driver, not replayed behind its back.
+# Fits folds in turn inside one Ray task and scores them out of sample. A tuning trial or an
+# AutoML candidate is one such task, without retries: a trial lost with its worker is re-asked
+# by the driver, not replayed behind its back. Training runs one task per fold, retried.
 @ray.remote(num_cpus=1, max_retries=0)
 def _evaluate(
     plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series, folds
@@ -106,6 +93,8 @@ def _evaluate(
     evaluations = []
     for fold in folds:
         fitted = plugin.fit(X.iloc[fold.train], y.iloc[fold.train], params, seed)
+        # Feature rows before the test window are known at prediction time (no labels in them);
+        # sequence models use them as context for the first test rows.
         predictions = fitted.predict(X.iloc[fold.test], history=X.iloc[: fold.test[0]])
         score = fold_score(fold, X.index, truth, np.asarray(predictions, dtype=float), node_id)
         evaluations.append(FoldEvaluation(score, node_id, started, time.time()))
@@ -136,6 +125,16 @@ async def evaluate(
             raise
         for evaluation in evaluations:
             yield evaluation
+
+
+def task_error(error: ray.exceptions.RayTaskError) -> str:
+    """What a failed evaluation reports: the plugin's own message, not Ray's traceback."""
+    cause = getattr(error, "cause", None)
+    if isinstance(cause, DomainError):
+        return cause.message
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    return str(error).splitlines()[0]
 
 
 def cluster_cpus() -> int:
@@ -192,22 +191,21 @@ async def cross_validate(
 ) -> CVResult:
     """Fits every fold in parallel on Ray and scores it out of sample."""
     X_ref, y_ref = ray.put(X), ray.put(y)
+    # Ray's default of three retries: a lost fold is simply fitted again.
+    fit = _evaluate.options(max_retries=3)
     refs = {
-        fold.index: _fit_predict.remote(
-            plugin_key, params, seed, X_ref, y_ref, fold.train, fold.test
-        )
-        for fold in folds
+        fold.index: fit.remote(plugin_key, params, seed, X_ref, y_ref, [fold]) for fold in folds
     }
 
-    async def fitted(fold: Fold) -> tuple[Fold, tuple[np.ndarray, str]]:
-        return fold, await refs[fold.index]
+    async def fitted(fold: Fold) -> list[FoldEvaluation]:
+        return await refs[fold.index]
 
     scores: dict[int, FoldScore] = {}
     tasks = [asyncio.ensure_future(fitted(fold)) for fold in folds]
     try:
         for done in asyncio.as_completed(tasks):
-            fold, (predictions, node_id) = await done
-            scores[fold.index] = fold_score(fold, X.index, y.to_numpy(), predictions, node_id)
+            [evaluation] = await done
+            scores[evaluation.score.fold] = evaluation.score
             if on_progress is not None:
                 await on_progress(len(scores), len(folds))
     except BaseException:

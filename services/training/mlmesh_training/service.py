@@ -393,13 +393,8 @@ class TrainingService:
             tenant, "models", model.id, f"v{version}/model.bin", blob
         )
         summary = result.summary
-        lineage = Lineage(
-            tenant=tenant,
-            strategy_id=job.strategy_id,
-            git_commit=self._git_commit,
-            dataset_version=data.dataset_version,
-            feature_version=data.feature_version,
-            model_version=str(version),
+        lineage = replace(
+            self._lineage(tenant, data, job.strategy_id, "training"), model_version=str(version)
         )
         run_id = await self._mlflow.record(
             f"{model.name}-v{version}",
@@ -407,20 +402,16 @@ class TrainingService:
             {"plugin_key": job.plugin_key, "seed": job.seed, **job.params},
             result,
         )
-        experiment_id = await self._experiments.record(
+        experiment_id = await self._record_experiment(
             tenant,
-            {
-                "strategy_id": job.strategy_id,
-                "dataset_version": data.dataset_version,
-                "feature_version": data.feature_version,
-                "model_version": str(version),
-                "git_commit": self._git_commit,
-                "mlflow_run_id": run_id,
-                "parameters": {"plugin_key": job.plugin_key, "seed": job.seed, **job.params},
-                "metrics": summary,
-                "artifacts": {"model": stored.uri},
-                "tags": {"model_id": model.id, "run_type": "training"},
-            },
+            data,
+            job.strategy_id,
+            run_id,
+            {"plugin_key": job.plugin_key, "seed": job.seed, **job.params},
+            summary,
+            {"model_id": model.id, "run_type": "training"},
+            model_version=str(version),
+            artifacts={"model": stored.uri},
         )
         changes = {
             "artifact_uri": stored.uri,
@@ -464,12 +455,7 @@ class TrainingService:
 
     async def train_async(self, tenant: str, job: TrainJob, request: dict[str, Any]) -> Task:
         async def work(progress) -> dict[str, Any]:
-            response = await self.train(tenant, job, progress)
-            return json_format.MessageToDict(
-                response,
-                preserving_proto_field_name=True,
-                always_print_fields_with_no_presence=True,
-            )
+            return _message_dict(await self.train(tenant, job, progress))
 
         return await self.tasks.submit(tenant, "train", request, work)
 
@@ -611,22 +597,14 @@ class TrainingService:
             "FINISHED",
         )
         best_params = get_plugin(study.plugin_key).check_params(best.params)
-        experiment_id = await self._experiments.record(
+        experiment_id = await self._record_experiment(
             tenant,
-            {
-                "strategy_id": job.strategy_id,
-                "dataset_version": job.data.dataset_version,
-                "feature_version": job.data.feature_version,
-                "git_commit": self._git_commit,
-                "mlflow_run_id": parent,
-                "parameters": {"plugin_key": study.plugin_key, **best_params},
-                "metrics": best.metrics,
-                "tags": {
-                    "run_type": "tuning",
-                    "study_name": job.study_name,
-                    "best_trial": str(best.number),
-                },
-            },
+            job.data,
+            job.strategy_id,
+            parent,
+            {"plugin_key": study.plugin_key, **best_params},
+            best.metrics,
+            {"run_type": "tuning", "study_name": job.study_name, "best_trial": str(best.number)},
         )
         if progress is not None:
             await progress(result.n_finished, study.n_trials, "done")
@@ -744,18 +722,14 @@ class TrainingService:
                 {"best_plugin": winner.plugin_key},
                 "FINISHED",
             )
-            experiment_id = await self._experiments.record(
+            experiment_id = await self._record_experiment(
                 tenant,
-                {
-                    "strategy_id": job.strategy_id,
-                    "dataset_version": job.data.dataset_version,
-                    "feature_version": job.data.feature_version,
-                    "git_commit": self._git_commit,
-                    "mlflow_run_id": parent,
-                    "parameters": {"plugin_key": winner.plugin_key, **winner.params},
-                    "metrics": winner.metrics or {},
-                    "tags": {"run_type": "automl", "rank": "1"},
-                },
+                job.data,
+                job.strategy_id,
+                parent,
+                {"plugin_key": winner.plugin_key, **winner.params},
+                winner.metrics or {},
+                {"run_type": "automl", "rank": "1"},
             )
         else:
             await self._mlflow.finish_parent(parent, {}, {}, "FAILED")
@@ -793,7 +767,35 @@ class TrainingService:
         with contextlib.suppress(DomainError):
             await self._mlflow.finish_parent(run_id, {}, {}, status)
 
-    def _lineage(self, tenant: str, data: TrainingData, strategy_id: str, run_type: str):
+    async def _record_experiment(
+        self,
+        tenant: str,
+        data: TrainingData,
+        strategy_id: str,
+        mlflow_run_id: str,
+        parameters: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        **fields: Any,
+    ) -> str:
+        """An Experiment row for a training, a study's best trial or a leaderboard's winner,
+        with the lineage every one of them carries."""
+        return await self._experiments.record(
+            tenant,
+            {
+                "strategy_id": strategy_id,
+                "dataset_version": data.dataset_version,
+                "feature_version": data.feature_version,
+                "git_commit": self._git_commit,
+                "mlflow_run_id": mlflow_run_id,
+                "parameters": parameters,
+                "metrics": metrics,
+                "tags": tags,
+                **fields,
+            },
+        )
+
+    def _lineage(self, tenant: str, data: TrainingData, strategy_id: str, run_type: str) -> Lineage:
         return Lineage(
             tenant=tenant,
             strategy_id=strategy_id,

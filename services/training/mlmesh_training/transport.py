@@ -108,9 +108,7 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
         train_request = pb.TrainModelRequest()
         train_request.ParseFromString(request.SerializeToString())
         job = await self._service.prepare(tenant, request.model_id, train_request)
-        task = await self._service.train_async(
-            tenant, job, json_format.MessageToDict(request, preserving_proto_field_name=True)
-        )
+        task = await self._service.train_async(tenant, job, _request_dict(request))
         await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
         return task.to_proto()
 

@@ -437,7 +437,7 @@ class Tuner:
                         if await asyncio.to_thread(trial.should_prune):
                             return Outcome("PRUNED", params, folds, value=value)
         except ray.exceptions.RayTaskError as error:
-            return Outcome("FAIL", params, folds, _task_error(error))
+            return Outcome("FAIL", params, folds, engine.task_error(error))
         except ray.exceptions.RayError as error:  # worker or node lost, object lost
             return Outcome("LOST", params, folds, f"{type(error).__name__}: {error}")
         value = CVResult([f.score for f in folds]).summary[spec.metric]
@@ -485,12 +485,3 @@ def _best(study: optuna.Study) -> TrialView | None:
 
 def _expired(loop: asyncio.AbstractEventLoop, deadline: float | None) -> bool:
     return deadline is not None and loop.time() >= deadline
-
-
-def _task_error(error: ray.exceptions.RayTaskError) -> str:
-    cause = getattr(error, "cause", None)
-    if isinstance(cause, DomainError):
-        return cause.message
-    if cause is not None:
-        return f"{type(cause).__name__}: {cause}"
-    return str(error).splitlines()[0]
