@@ -156,8 +156,8 @@ class InMemoryExperimentStore(ExperimentStore):
 
     async def metric_history(self, run_id: str, key: str) -> list[HistoryPoint]:
         points = self._history.get((run_id, key), [])
-        # sorted() is stable: points logged in the same step and timestamp keep their order.
-        return sorted(points, key=lambda p: (p.step, p.timestamp))
+        # The SQL stores' order: points of one step and timestamp by value, NaN last.
+        return sorted(points, key=_history_order)
 
     # --- artifacts -----------------------------------------------------------------------
 
@@ -228,3 +228,8 @@ def _like(pattern: str, flags: int = 0) -> re.Pattern[str]:
     """SQL LIKE: `%` any run of characters, `_` exactly one, everything else literal."""
     parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
     return re.compile("".join(parts), flags | re.DOTALL)
+
+
+def _history_order(point: HistoryPoint) -> tuple[int, int, bool, float]:
+    nan = math.isnan(point.value)
+    return point.step, point.timestamp, nan, 0.0 if nan else point.value

@@ -7,11 +7,12 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Column,
     Float,
     ForeignKey,
     Index,
-    Integer,
     String,
+    Table,
     Text,
     text,
 )
@@ -19,8 +20,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = String(36)
 KEY = String(250)
-# BIGINT on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
-BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -100,21 +99,23 @@ class ParamRow(Base):
     value: Mapped[str] = mapped_column(String(6000), nullable=False)
 
 
-class MetricRow(Base):
-    """Every logged point. NaN is stored as is_nan (SQLite turns a NaN REAL into NULL)."""
-
-    __tablename__ = "metric_history"
-
-    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True, autoincrement=True)
-    run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), nullable=False)
-    key: Mapped[str] = mapped_column(KEY, nullable=False)
-    step: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    timestamp: Mapped[int] = mapped_column(BigInteger, nullable=False)
-    value: Mapped[float] = mapped_column(Float(53), nullable=False)
-    is_nan: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
-
+# Every logged point, one row each; no primary key: points are only ever inserted and read by
+# (run, key) in step order, so the index below is the only one. Not a foreign key to runs
+# either: runs are never deleted, the service checks the run before logging, and a
+# per-row foreign-key check costs PostgreSQL more than the insert itself. NaN is stored as
+# is_nan (SQLite turns a NaN REAL into NULL).
+metric_history = Table(
+    "metric_history",
+    Base.metadata,
+    Column("run_id", ID, nullable=False),
+    Column("key", KEY, nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp", BigInteger, nullable=False),
+    Column("value", Float(53), nullable=False),
+    Column("is_nan", Boolean, nullable=False, default=False),
     # The index MLflow users add by hand: history of one key of one run, in step order.
-    __table_args__ = (Index("ix_metric_history_run_key_step", "run_id", "key", "step"),)
+    Index("ix_metric_history_run_key_step", "run_id", "key", "step"),
+)
 
 
 class LatestMetricRow(Base):

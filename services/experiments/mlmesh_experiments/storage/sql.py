@@ -40,10 +40,10 @@ from mlmesh_experiments.storage.models import (
     ArtifactRow,
     ExperimentRow,
     LatestMetricRow,
-    MetricRow,
     ParamRow,
     RunRow,
     TagRow,
+    metric_history,
 )
 
 _EXPERIMENT_COLUMNS = [column.key for column in ExperimentRow.__table__.columns]
@@ -108,8 +108,8 @@ WITH points AS (
     SELECT * FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
         WITH ORDINALITY AS p(key, step, ts, value, is_nan, position)
 ), history AS (
-    INSERT INTO {MetricRow.__tablename__} (run_id, key, step, "timestamp", value, is_nan)
-    SELECT $1, key, step, ts, value, is_nan FROM points ORDER BY position
+    INSERT INTO {metric_history.name} (run_id, key, step, "timestamp", value, is_nan)
+    SELECT $1, key, step, ts, value, is_nan FROM points
 )
 INSERT INTO {LatestMetricRow.__tablename__} AS latest
     (run_id, key, step, "timestamp", value, is_nan)
@@ -124,8 +124,8 @@ WHERE excluded.step > latest.step
 """
 _PG_HISTORY = (
     "SELECT step, \"timestamp\", CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
-    f" FROM {MetricRow.__tablename__} WHERE run_id = $1 AND key = $2"
-    ' ORDER BY step, "timestamp", id'
+    f" FROM {metric_history.name} WHERE run_id = $1 AND key = $2"
+    ' ORDER BY step, "timestamp", is_nan, value'
 )
 
 
@@ -325,11 +325,13 @@ class SqlExperimentStore(ExperimentStore):
     async def _log_metrics(
         self, conn: AsyncConnection, run_id: str, metrics: Sequence[MetricPoint]
     ) -> None:
+        if not metrics:
+            return
         if self._postgres:
-            nans = [math.isnan(p.value) for p in metrics]
-            values = [0.0 if nan else p.value for p, nan in zip(metrics, nans, strict=True)]
-            keys, steps = [p.key for p in metrics], [p.step for p in metrics]
-            timestamps = [p.timestamp for p in metrics]
+            keys, values, steps, timestamps = zip(*metrics, strict=True)
+            nans = list(map(math.isnan, values))
+            if any(nans):
+                values = [0.0 if nan else value for value, nan in zip(values, nans, strict=True)]
             await conn.exec_driver_sql(
                 _PG_LOG_METRICS, (run_id, keys, steps, timestamps, values, nans)
             )
@@ -372,7 +374,7 @@ class SqlExperimentStore(ExperimentStore):
             )
         )
         # One multi-row INSERT per chunk, not a statement per point.
-        await conn.execute(insert(MetricRow), rows)
+        await conn.execute(insert(metric_history), rows)
 
     async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
         async with self._engine.begin() as conn:
@@ -384,6 +386,7 @@ class SqlExperimentStore(ExperimentStore):
             return result.rowcount == 1
 
     async def metric_history(self, run_id: str, key: str) -> list[HistoryPoint]:
+        history = metric_history.c
         async with self._reader.connect() as conn:
             if self._postgres:
                 # asyncpg directly (its statement cache prepares this once per connection):
@@ -391,9 +394,9 @@ class SqlExperimentStore(ExperimentStore):
                 raw = (await conn.get_raw_connection()).driver_connection
                 return list(map(HistoryPoint._make, await raw.fetch(_PG_HISTORY, run_id, key)))
             rows = await conn.execute(
-                select(MetricRow.step, MetricRow.timestamp, MetricRow.value, MetricRow.is_nan)
-                .where(MetricRow.run_id == run_id, MetricRow.key == key)
-                .order_by(MetricRow.step, MetricRow.timestamp, MetricRow.id)
+                select(history.step, history.timestamp, history.value, history.is_nan)
+                .where(history.run_id == run_id, history.key == key)
+                .order_by(history.step, history.timestamp, history.is_nan, history.value)
             )
             return [
                 HistoryPoint(step, timestamp, math.nan if is_nan else value)
