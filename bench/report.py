@@ -83,6 +83,7 @@ def render(rows: list[Row], env: Environment, sizes: Sizes, elapsed_s: float) ->
         _reproduce(),
         _results(rows),
         _targets(checks),
+        *[_floor(row, checks) for row in rows if row.floor is not None],
         _details(rows, sizes),
         _cpu(rows),
         _notes(checks, sizes, env),
@@ -213,6 +214,46 @@ def _cpu(rows: list[Row]) -> str:
 
 def _budget(budget: Budget) -> str:
     return f"{budget.warmup} + {budget.iterations} in {budget.seconds:g} s"
+
+
+def _floor(row: Row, checks: list[tuple[Target, float, bool]]) -> str:
+    """How much of the row's request is the database statement, and how far the statement alone
+    would get against the row's targets."""
+    floor, mlflow = row.floor, row.stats["mlflow"]
+    assert floor is not None and floor.points_per_s and mlflow.points_per_s
+    lines = [
+        f"## The database's share of a {row.title.split(',')[0]}",
+        "",
+        "The experiments service's own metrics statement, executed straight through asyncpg on "
+        "its database with the same points (`bench/floor.py`): no gRPC, no request decoding, "
+        "no validation, no run check. It bounds what the service can reach here: a request does "
+        "everything the statement does, and more.",
+        "",
+        "| | p50 ms | points/s | vs MLflow | share of the request (mean) |",
+        "|---|--:|--:|--:|--:|",
+        f"| statement alone | {_ms(floor.p50_ms)} | {floor.points_per_s:,.0f} | "
+        f"{floor.points_per_s / mlflow.points_per_s:.1f}x | — |",
+    ]
+    for client in ("grpc", "rest"):
+        stats = row.stats[client]
+        lines.append(
+            f"| {CLIENT_NAMES[client]} request | {_ms(stats.p50_ms)} | "
+            f"{stats.points_per_s or 0:,.0f} | {speedup(row, client):.1f}x | "
+            f"{floor.mean_ms / stats.mean_ms:.0%} |"
+        )
+    out_of_reach = [
+        target.text
+        for target, _, ok in checks
+        if target.row == row.key
+        and not ok
+        and floor.points_per_s / mlflow.points_per_s < target.threshold
+    ]
+    if out_of_reach:
+        lines += [
+            "",
+            "Beyond what the statement alone reaches in this run: " + "; ".join(out_of_reach) + ".",
+        ]
+    return "\n".join(lines)
 
 
 def _notes(checks: list[tuple[Target, float, bool]], sizes: Sizes, env: Environment) -> str:

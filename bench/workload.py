@@ -3,6 +3,7 @@ then mlmesh over gRPC, then mlmesh over REST (never two at once)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from bench.clients import GrpcTracker, MlflowTracker, Point, RestTracker, Tracker
 from bench.cpu import CpuMeter, per_call_ms
+from bench.floor import log_batch_statement
 from bench.measure import Budget, Stats, sample, summarize, warm_up
 from bench.seed import search_runs, seed_mlflow, seed_mlmesh, settle
 
@@ -39,6 +41,8 @@ class Row:
     title: str
     stats: dict[str, Stats]  # client -> stats
     cpu_ms: dict[str, dict[str, float]]  # client -> process group -> CPU ms per call
+    # The database statement alone, where the harness times it (log-batch): bench.floor.
+    floor: Stats | None = None
 
     @property
     def is_throughput(self) -> bool:
@@ -86,17 +90,24 @@ def _bind_create(tracker: Tracker, experiment_id: str) -> Callable[[int], object
 
 
 def bench_log_batch(systems: Systems, sizes: Sizes) -> Row:
+    # Built upfront: each call logs the next 1,000 steps, as a training loop would.
+    points = [
+        _points("loss", i * BATCH_POINTS, BATCH_POINTS)
+        for i in range(sizes.log_batch.calls_needed())
+    ]
     calls = {}
     for client, tracker in systems.trackers().items():
         run_id = _new_run(tracker)
-        # Built upfront: each call logs the next 1,000 steps, as a training loop would.
-        batches = [
-            tracker.prepare_batch(run_id, _points("loss", i * BATCH_POINTS, BATCH_POINTS))
-            for i in range(sizes.log_batch.calls_needed())
-        ]
+        batches = [tracker.prepare_batch(run_id, batch) for batch in points]
         calls[client] = _bind_batch(tracker, batches)
     title = f"log-batch, {BATCH_POINTS:,} points per request"
-    return _measure(systems, "log_batch", title, calls, sizes.log_batch, BATCH_POINTS)
+    row = _measure(systems, "log_batch", title, calls, sizes.log_batch, BATCH_POINTS)
+    run_id = _new_run(systems.grpc)
+    with log_batch_statement(systems.mlmesh_database_url, run_id, points) as statement:
+        warm_up(statement, sizes.log_batch)
+        floor = summarize(sample(statement, sizes.log_batch), BATCH_POINTS)
+    print(f"  the database statement alone: {_progress(floor)}")
+    return dataclasses.replace(row, floor=floor)
 
 
 def _bind_batch(tracker: Tracker, batches: list[object]) -> Callable[[int], object]:
