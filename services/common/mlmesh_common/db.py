@@ -45,6 +45,27 @@ def reader(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+def search_reader(engine: AsyncEngine) -> AsyncEngine:
+    """For searches built from a caller's filter: on PostgreSQL, a second pool to the same
+    database (half the size of `engine`'s) whose sessions plan every statement for its parameter
+    values (`plan_cache_mode=force_custom_plan`), in autocommit mode. How selective a filter is
+    depends on its values, which the generic plan a prepared statement settles on after five runs
+    cannot see: measured on 5,000 runs, it hash-joins every match and sorts them, where the
+    value-aware plan walks the runs in order and stops at the page's end (about 1 ms more per
+    search). Elsewhere, `reader(engine)`."""
+    if engine.dialect.name != "postgresql":
+        return reader(engine)
+    size = max(2, engine.pool.size() // 2)
+    searcher = create_async_engine(
+        engine.url,
+        pool_size=size,
+        max_overflow=size,
+        pool_recycle=1800,
+        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+    )
+    return reader(searcher)
+
+
 def alembic_config(script_location: Path) -> Config:
     config = Config()
     config.set_main_option("script_location", str(script_location))

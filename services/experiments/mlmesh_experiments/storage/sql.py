@@ -26,7 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from mlmesh_common.db import reader
+from mlmesh_common.db import reader, search_reader
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
 from mlmesh_experiments.entities import Experiment, HistoryPoint, MetricPoint, Run
 from mlmesh_experiments.storage import search
@@ -164,10 +164,12 @@ class SqlExperimentStore(ExperimentStore):
         self._engine = engine
         # Reads autocommit: one round trip per query, no transaction around it.
         self._reader = reader(engine)
+        self._searcher = search_reader(engine)
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
 
     async def close(self) -> None:
+        await self._searcher.dispose()
         await self._engine.dispose()
 
     # --- experiments ---------------------------------------------------------------------
@@ -276,11 +278,11 @@ class SqlExperimentStore(ExperimentStore):
         count = select(func.count()).select_from(RunRow).where(*conditions)
 
         async def total() -> int:
-            async with self._reader.connect() as conn:
+            async with self._searcher.connect() as conn:
                 return await conn.scalar(count) or 0
 
         async def runs() -> list[Run]:
-            async with self._reader.connect() as conn:
+            async with self._searcher.connect() as conn:
                 rows = await conn.execute(page)
                 if self._postgres:
                     return [_hydrated_run(row._mapping) for row in rows]
