@@ -83,6 +83,7 @@ async def test_unknown_experiment_is_404(service, tenant, bad_id):
 
 async def test_another_tenants_experiment_is_403_everywhere(service, tenant):
     theirs = await make_experiment(service, f"{tenant}-x", name="secret")
+    await make_run(service, f"{tenant}-x", theirs.id)  # runs there: still none of the caller's
     calls = [
         service.get_experiment(tenant, theirs.id),
         service.update_experiment(tenant, theirs.id, {"description": "mine"}, []),

@@ -3,7 +3,6 @@ and the artifact store."""
 
 from __future__ import annotations
 
-import asyncio
 import mimetypes
 import time
 from collections.abc import Callable, Sequence
@@ -272,19 +271,12 @@ class ExperimentsService:
         clauses = domain.parse_run_filter(filter_text)
         offset, limit = page_window(limit, offset, page_token)
         query = RunQuery(tenant, offset, limit, experiment_id, status, clauses)
-        if not experiment_id:
-            runs, total = await self._store.list_runs(query)
-            return page(runs, offset, total)
-        # The experiment's ownership check and the search run at once (the search filters by
-        # tenant itself); the check's 404 or 403 wins over any result.
-        search = asyncio.ensure_future(self._store.list_runs(query))
-        try:
+        runs, total = await self._store.list_runs(query)
+        if experiment_id and not total:
+            # The search filters by tenant itself, and a run carries its experiment's tenant: a
+            # match proves the experiment is the caller's. Without one, the ownership check
+            # tells a 404 or 403 apart from an empty page.
             await self.get_experiment(tenant, experiment_id)
-        except BaseException:
-            # Let it finish (its connection goes back to the pool) and drop what it found.
-            await asyncio.gather(search, return_exceptions=True)
-            raise
-        runs, total = await search
         return page(runs, offset, total)
 
     async def _writable_run(self, tenant: str, run_id: str) -> Run:
