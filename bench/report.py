@@ -278,6 +278,9 @@ def _notes(checks: list[tuple[Target, float, bool]], sizes: Sizes, env: Environm
         "database through MLflow's own table models (through its REST API it takes minutes); "
         "the harness checks that both systems match the same runs before timing. mlmesh's is "
         "seeded through its gRPC API. Both databases get VACUUM ANALYZE before the reads.",
+        "mlmesh's search answers with the exact `total` of matching runs (a count over every "
+        "match, run beside the page's query on a second connection); MLflow's search returns "
+        "no total, only a page token.",
         "Numbers move by several percent between runs; compare the ratios within one run.",
     ]
     return "## Notes\n\n" + "\n".join(f"- {note}" for note in notes)
