@@ -254,6 +254,18 @@ async def test_latest_metric_is_highest_step_then_latest_timestamp(service, tena
     batch = [MetricPoint("acc", v, s, 100 + s) for s, v in [(2, 0.6), (7, 0.7), (5, 0.65)]]
     await log(tenant, run.id, metrics=batch)
     assert (await service.get_run(tenant, run.id)).metrics["acc"] == 0.7
+    # In one batch, over interleaved keys: highest step, then timestamp, then the later point.
+    batch = [
+        MetricPoint("tie", 0.1, 4, 50),
+        MetricPoint("mix", 0.2, 9, 10),
+        MetricPoint("tie", 0.3, 4, 50),
+        MetricPoint("mix", 0.4, 9, 20),
+        MetricPoint("mix", 0.5, 8, 99),
+        MetricPoint("tie", 0.6, 4, 49),
+    ]
+    await log(tenant, run.id, metrics=batch)
+    metrics = (await service.get_run(tenant, run.id)).metrics
+    assert (metrics["tie"], metrics["mix"]) == (0.3, 0.4)
     await log(tenant, run.id, metrics=[MetricPoint("nan_metric", math.nan, 0, 1)])
     assert math.isnan((await service.get_run(tenant, run.id)).metrics["nan_metric"])
     points, total = await service.metric_history(tenant, run.id, "loss")

@@ -100,9 +100,10 @@ _PG_DETAIL_COLUMNS = (
 )
 _RUNS_WITH_DETAILS = _RUNS_BY_ID.add_columns(*_PG_DETAIL_COLUMNS)
 # Metrics of a log-batch on PostgreSQL: arrays bound in binary, expanded by unnest, in one
-# statement (atomic by itself) writing the history and upserting the latest values in key
-# order (so that concurrent batches on one run cannot deadlock); the latest of a batch is the
-# highest step, then timestamp, then position. Public for the benchmark, which times it alone.
+# statement (atomic by itself) writing the history and upserting each key's newest point of the
+# batch ($7: their positions, found by _newest_per_key; a sort in SQL costs more) in key order,
+# so that concurrent batches on one run cannot deadlock. Public for the benchmark, which times
+# it alone.
 PG_LOG_METRICS = f"""
 WITH points AS (
     SELECT * FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
@@ -113,9 +114,8 @@ WITH points AS (
 )
 INSERT INTO {LatestMetricRow.__tablename__} AS latest
     (run_id, key, step, "timestamp", value, is_nan)
-SELECT $1, key, step, ts, value, is_nan FROM (
-    SELECT DISTINCT ON (key) * FROM points ORDER BY key, step DESC, ts DESC, position DESC
-) newest ORDER BY key
+SELECT $1, key, step, ts, value, is_nan FROM points WHERE position = ANY($7::bigint[])
+ORDER BY key
 ON CONFLICT (run_id, key) DO UPDATE SET
     step = excluded.step, "timestamp" = excluded."timestamp",
     value = excluded.value, is_nan = excluded.is_nan
@@ -130,12 +130,27 @@ _PG_HISTORY = (
 
 
 def pg_metric_arguments(run_id: str, metrics: Sequence[MetricPoint]) -> tuple[Any, ...]:
-    """PG_LOG_METRICS's parameters: the run, then the points column by column."""
+    """PG_LOG_METRICS's parameters: the run, the points column by column, then the positions
+    (1-based, in key order) of each key's newest point."""
     keys, values, steps, timestamps = zip(*metrics, strict=True)
     nans = list(map(math.isnan, values))
     if any(nans):
         values = tuple(0.0 if nan else value for value, nan in zip(values, nans, strict=True))
-    return run_id, keys, steps, timestamps, values, nans
+    newest = _newest_per_key(metrics)
+    positions = [newest[key] + 1 for key in sorted(newest)]
+    return run_id, keys, steps, timestamps, values, nans, positions
+
+
+def _newest_per_key(metrics: Sequence[MetricPoint]) -> dict[str, int]:
+    """The index of each key's newest point in a batch: highest step, then timestamp, then
+    position (the later of two equal points wins)."""
+    newest: dict[str, tuple[int, int, int]] = {}
+    for position, (key, _, step, timestamp) in enumerate(metrics):
+        order = (step, timestamp, position)
+        seen = newest.get(key)
+        if seen is None or order > seen:
+            newest[key] = order
+    return {key: order[2] for key, order in newest.items()}
 
 
 def _run(row: Any) -> Run:
@@ -352,13 +367,9 @@ class SqlExperimentStore(ExperimentStore):
             }
             for point in metrics
         ]
-        latest: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            best = latest.get(row["key"])
-            if best is None or (row["step"], row["timestamp"]) >= (best["step"], best["timestamp"]):
-                latest[row["key"]] = row
+        newest = _newest_per_key(metrics)
         # Upserts lock rows in key order, so concurrent batches on one run cannot deadlock.
-        statement = self._insert(LatestMetricRow).values([latest[k] for k in sorted(latest)])
+        statement = self._insert(LatestMetricRow).values([rows[newest[k]] for k in sorted(newest)])
         newer = statement.excluded
         await conn.execute(
             statement.on_conflict_do_update(
