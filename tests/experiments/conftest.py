@@ -17,17 +17,20 @@ from mlmesh_experiments.storage.sql import SqlExperimentStore
 from tests.helpers.gateway import start_gateway
 
 
+def registry_url(request, backend: str, directory) -> str:
+    """A new, empty registry database: a SQLite file in `directory`, or a PostgreSQL database."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{directory / 'registry.db'}"
+    postgres = request.getfixturevalue("postgres")
+    return postgres.create_database(f"registry_{uuid.uuid4().hex[:8]}").url("asyncpg")
+
+
 @pytest.fixture(scope="session", params=["memory", "sqlite", "postgresql"])
 async def store(request, tmp_path_factory):
     if request.param == "memory":
         store = InMemoryExperimentStore()
     else:
-        if request.param == "sqlite":
-            url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'registry.db'}"
-        else:
-            postgres = request.getfixturevalue("postgres")
-            url = postgres.create_database(f"registry_{uuid.uuid4().hex[:8]}").url("asyncpg")
-        engine = create_engine(url)
+        engine = create_engine(registry_url(request, request.param, tmp_path_factory.mktemp("db")))
         await migrate(engine)
         store = SqlExperimentStore(engine)
     yield store

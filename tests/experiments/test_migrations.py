@@ -3,8 +3,6 @@ revision upgrades with its data, and the latest revision downgrades again."""
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from alembic import command
 from sqlalchemy import inspect
@@ -15,16 +13,12 @@ from mlmesh_experiments.entities import MetricPoint
 from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.migrate import MIGRATIONS, migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
+from tests.experiments.conftest import registry_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'registry.db'}"
-    else:
-        postgres = request.getfixturevalue("postgres")
-        url = postgres.create_database(f"migrations_{uuid.uuid4().hex[:8]}").url("asyncpg")
-    engine = create_engine(url)
+    engine = create_engine(registry_url(request, request.param, tmp_path))
     yield engine
     await engine.dispose()
 
