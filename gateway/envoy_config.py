@@ -303,7 +303,8 @@ def _local_reply_config() -> dict[str, Any]:
 _ACCESS_LOG_FORMAT = {
     "time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
-    "method": "%REQ(:METHOD)%",
+    # The client's method and path: the transcoder turns both into gRPC's POST /pkg.Svc/Method.
+    "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "protocol": "%PROTOCOL%",
     "status": "%RESPONSE_CODE%",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import grpc
 import pytest
@@ -141,6 +142,21 @@ def test_request_id_passes_through(session, gateway):
     )
     assert response.json()["request_id"] == "req-12345"
     assert response.headers["x-request-id"] == "req-12345"
+
+
+def test_access_log_records_the_client_request(session, gateway):
+    widget_id = create(session, gateway).json()["widget_id"]
+    path = f"{WIDGETS}/{widget_id}"
+    session.get(gateway.base_url + path, headers={"x-request-id": "log-probe-1"})
+    entries: list[dict] = []
+    deadline = time.monotonic() + 10  # Envoy flushes its access log about once a second
+    while not entries and time.monotonic() < deadline:
+        time.sleep(0.2)
+        lines = gateway.log_path.read_text(errors="replace").splitlines()
+        entries = [json.loads(line) for line in lines if '"log-probe-1"' in line]
+    (entry,) = entries
+    assert (entry["method"], entry["path"], entry["status"]) == ("GET", path, 200)
+    assert entry["upstream"] and entry["grpc_status"] == 0
 
 
 def test_tenant_header_reaches_the_service_without_auth(session, gateway):
