@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import asyncpg
 
 from bench.clients import Point
+from mlmesh_common.tenancy import DEFAULT_TENANT
 from mlmesh_experiments.entities import MetricPoint
 from mlmesh_experiments.storage.sql import PG_LOG_METRICS, pg_metric_arguments
 
@@ -20,11 +21,13 @@ from mlmesh_experiments.storage.sql import PG_LOG_METRICS, pg_metric_arguments
 def log_batch_statement(
     database_url: str, run_id: str, batches: list[list[Point]]
 ) -> Iterator[Callable[[int], object]]:
-    """`call(i)` executes batch i's statement on one connection, as the service does."""
+    """`call(i)` executes batch i's statement on one connection, as the service does. The
+    harness's clients send no tenant, so their runs are the default tenant's."""
     loop = asyncio.new_event_loop()
     conn = loop.run_until_complete(asyncpg.connect(_libpq_url(database_url)))
     arguments = [
-        pg_metric_arguments(run_id, [MetricPoint(*point) for point in batch]) for batch in batches
+        pg_metric_arguments(DEFAULT_TENANT, run_id, [MetricPoint(*point) for point in batch])
+        for batch in batches
     ]
     try:
         yield lambda i: loop.run_until_complete(conn.execute(PG_LOG_METRICS, *arguments[i]))

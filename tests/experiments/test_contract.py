@@ -16,6 +16,7 @@ from mlmesh_common.errors import (
     PermissionDenied,
 )
 from mlmesh_experiments.entities import MetricPoint
+from mlmesh_experiments.storage.base import StoredArtifactRecord
 
 
 def reason(excinfo) -> str:
@@ -241,6 +242,35 @@ async def test_run_lifecycle(service, tenant):
         await service.create_run(tenant, str(uuid.uuid4()))
     with pytest.raises(InvalidArgument):
         await service.create_run(tenant, "")
+
+
+async def test_run_details_are_stored_and_read_in_the_runs_tenant(service, store, tenant):
+    run = await make_run(service, tenant, tags={"team": "q"})
+    await service.log_batch(
+        tenant, run.id, metrics=[MetricPoint("loss", 0.5, 1, 10)], params=[("lr", "0.1")]
+    )
+    record = StoredArtifactRecord("a.txt", 3, "0" * 64, "file:///a.txt")
+    await store.record_artifact(tenant, run.id, record, 1)
+    other = f"{tenant}-x"
+    assert await store.metric_history(other, run.id, "loss") == []
+    assert await store.artifact_records(other, run.id) == {}
+    assert [p.value for p in await store.metric_history(tenant, run.id, "loss")] == [0.5]
+    assert await store.artifact_records(tenant, run.id) == {"a.txt": record}
+    # Details written under another tenant (a caller that skipped the ownership check) never
+    # show on the run.
+    await store.log_batch(
+        other, run.id, [MetricPoint("loss", 9.0, 99, 99)], {"lr": "9"}, {"team": "z"}
+    )
+    await store.record_artifact(other, run.id, StoredArtifactRecord("a.txt", 9, "f" * 64, "x"), 2)
+    assert await store.artifact_records(tenant, run.id) == {"a.txt": record}
+    fetched = await service.get_run(tenant, run.id)
+    assert (fetched.tags, fetched.params, fetched.metrics) == (
+        {"team": "q"},
+        {"lr": "0.1"},
+        {"loss": 0.5},
+    )
+    matches = await service.list_runs(tenant, filter_text="metrics.loss > 1")
+    assert run.id not in [found.id for found in matches.items]
 
 
 async def test_latest_metric_is_highest_step_then_latest_timestamp(service, tenant):

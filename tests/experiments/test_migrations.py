@@ -1,11 +1,11 @@
-"""The registry's Alembic history on SQLite and PostgreSQL: a database made by an earlier
+"""The registry's Alembic history on SQLite and PostgreSQL: a database made by the first
 revision upgrades with its data, and the latest revision downgrades again."""
 
 from __future__ import annotations
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from mlmesh_common.artifacts import LocalArtifactStore
 from mlmesh_common.db import alembic_config, create_engine
@@ -15,6 +15,8 @@ from mlmesh_experiments.storage.migrate import MIGRATIONS, migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
 from tests.experiments.conftest import registry_url
 
+DETAIL_TABLES = ("run_tags", "run_params", "latest_metrics", "metric_history", "artifacts")
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request, tmp_path):
@@ -23,13 +25,14 @@ async def engine(request, tmp_path):
     await engine.dispose()
 
 
-async def history_table(engine) -> tuple[set[str], list]:
+async def columns(engine, table: str) -> tuple[set[str], list[str]]:
+    """A table's column names, and the tables its foreign keys refer to."""
     async with engine.connect() as conn:
 
         def read(sync_conn):
             found = inspect(sync_conn)
-            columns = {column["name"] for column in found.get_columns("metric_history")}
-            return columns, found.get_foreign_keys("metric_history")
+            names = {column["name"] for column in found.get_columns(table)}
+            return names, [fk["referred_table"] for fk in found.get_foreign_keys(table)]
 
         return await conn.run_sync(read)
 
@@ -44,31 +47,66 @@ async def downgrade(engine, revision: str) -> None:
         await conn.run_sync(run)
 
 
-async def test_metric_history_keeps_its_points_across_0002(engine, tmp_path):
+async def test_run_details_survive_the_migrations(engine, tmp_path):
     await migrate(engine, "0001")
     service = ExperimentsService(SqlExperimentStore(engine), LocalArtifactStore(tmp_path))
-    experiment = await service.create_experiment("t", {"name": "m"})
-    run = await service.create_run("t", experiment.id)
-    before = [MetricPoint("loss", 1.0 / (step + 1), step, 1000 + step) for step in range(5)]
-    await service.log_batch("t", run.id, metrics=before)
-    columns, foreign_keys = await history_table(engine)
-    assert "id" in columns and [fk["referred_table"] for fk in foreign_keys] == ["runs"]
+    experiment = await service.create_experiment("acme", {"name": "m"})
+    run = await service.create_run("acme", experiment.id)  # no tags: the runs table only
+    # The details as revision 0001 stored them (the service writes the latest schema).
+    async with engine.begin() as conn:
+        for step in range(5):
+            await conn.execute(
+                text(
+                    "INSERT INTO metric_history (run_id, key, step, timestamp, value, is_nan)"
+                    " VALUES (:run, 'loss', :step, :step, :value, false)"
+                ),
+                {"run": run.id, "step": step, "value": 1.0 / (step + 1)},
+            )
+        await conn.execute(
+            text(
+                "INSERT INTO latest_metrics (run_id, key, step, timestamp, value, is_nan)"
+                " VALUES (:run, 'loss', 4, 4, 0.2, false)"
+            ),
+            {"run": run.id},
+        )
+        await conn.execute(
+            text("INSERT INTO run_params (run_id, key, value) VALUES (:run, 'lr', '0.1')"),
+            {"run": run.id},
+        )
+        await conn.execute(
+            text("INSERT INTO run_tags (run_id, key, value) VALUES (:run, 'team', 'q')"),
+            {"run": run.id},
+        )
+    assert "id" in (await columns(engine, "metric_history"))[0]
 
     await migrate(engine)
-    columns, foreign_keys = await history_table(engine)
-    assert columns == {"run_id", "key", "step", "timestamp", "value", "is_nan"}
-    assert foreign_keys == []
-    after = [MetricPoint("loss", 0.1, 5, 2000), MetricPoint("loss", float("nan"), 6, 2001)]
-    await service.log_batch("t", run.id, metrics=after)
-    points, total = await service.metric_history("t", run.id, "loss")
-    assert total == 7
-    assert [p.step for p in points] == list(range(7))
-    assert [p.value for p in points[:6]] == [p.value for p in before] + [0.1]
+    history, referred = await columns(engine, "metric_history")
+    assert history == {"tenant", "run_id", "key", "step", "timestamp", "value", "is_nan"}
+    assert referred == []
+    for table in DETAIL_TABLES:
+        assert "tenant" in (await columns(engine, table))[0], table
+    async with engine.connect() as conn:
+        tenants = await conn.execute(
+            text("SELECT DISTINCT tenant FROM metric_history UNION SELECT tenant FROM run_tags")
+        )
+        assert {row[0] for row in tenants} == {"acme"}
+    # The old rows read back in their run's tenant, new ones join them, and the details
+    # stay invisible from another tenant's side of the store.
+    fetched = await service.get_run("acme", run.id)
+    assert (fetched.tags, fetched.params, fetched.metrics) == (
+        {"team": "q"},
+        {"lr": "0.1"},
+        {"loss": 0.2},
+    )
+    await service.log_batch("acme", run.id, metrics=[MetricPoint("loss", 0.1, 5, 5)])
+    points, total = await service.metric_history("acme", run.id, "loss")
+    assert total == 6 and [p.step for p in points] == list(range(6))
+    assert await service._store.metric_history("other", run.id, "loss") == []
 
     await downgrade(engine, "0001")
-    columns, foreign_keys = await history_table(engine)
-    assert "id" in columns and [fk["referred_table"] for fk in foreign_keys] == ["runs"]
-    points, total = await service.metric_history("t", run.id, "loss")
-    assert total == 7
+    history, referred = await columns(engine, "metric_history")
+    assert "id" in history and "tenant" not in history and referred == ["runs"]
+    async with engine.connect() as conn:
+        assert (await conn.scalar(text("SELECT count(*) FROM metric_history"))) == 6
     await migrate(engine)
-    assert (await history_table(engine))[0] == columns - {"id"}
+    assert "tenant" in (await columns(engine, "metric_history"))[0]

@@ -313,7 +313,7 @@ class ExperimentsService:
         domain.check_entries(param_map, domain.MAX_PARAM_VALUE, "param")
         domain.check_entries(tag_map, domain.MAX_TAG_VALUE, "tag")
         await self._writable_run(tenant, run_id)
-        await self._store.log_batch(run_id, points, param_map, tag_map)
+        await self._store.log_batch(tenant, run_id, points, param_map, tag_map)
         return BatchCounts(len(points), len(param_map), len(tag_map))
 
     async def end_run(self, tenant: str, run_id: str, status: str = "") -> Run:
@@ -332,7 +332,7 @@ class ExperimentsService:
     ) -> tuple[list[HistoryPoint], int]:
         history.check_max_points(max_points)
         await self.get_run(tenant, run_id, hydrate=False)
-        points = await self._store.metric_history(run_id, key)
+        points = await self._store.metric_history(tenant, run_id, key)
         if not points:
             raise NotFound(
                 f"run {run_id} has no metric {key!r}",
@@ -367,13 +367,13 @@ class ExperimentsService:
         run = await self._writable_run(tenant, run_id)
         stored = await self._artifacts.put(tenant, run.experiment_id, run_id, key, data)
         record = StoredArtifactRecord(stored.path, stored.size_bytes, stored.sha256, stored.uri)
-        await self._store.record_artifact(run_id, record, self._clock())
+        await self._store.record_artifact(tenant, run_id, record, self._clock())
         return record
 
     async def list_artifacts(self, tenant: str, run_id: str, path: str = "") -> ArtifactListing:
         run = await self.get_run(tenant, run_id, hydrate=False)
         entries = await self._artifacts.list(tenant, run.experiment_id, run_id, path)
-        records = await self._store.artifact_records(run_id)
+        records = await self._store.artifact_records(tenant, run_id)
         return ArtifactListing(run.artifact_uri, entries, records)
 
     async def download_artifact(self, tenant: str, run_id: str, path: str) -> tuple[bytes, str]:

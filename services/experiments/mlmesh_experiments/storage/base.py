@@ -84,28 +84,32 @@ class ExperimentStore(abc.ABC):
     @abc.abstractmethod
     async def log_batch(
         self,
+        tenant: str,
         run_id: str,
         metrics: Sequence[MetricPoint],
         params: dict[str, str],
         tags: dict[str, str],
     ) -> None:
-        """Writes everything in one transaction. Raises InvalidArgument (and writes nothing)
-        when a param already has another value."""
+        """Writes everything in one transaction, the rows in the run's `tenant`. Raises
+        InvalidArgument (and writes nothing) when a param already has another value."""
 
     @abc.abstractmethod
     async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
         """Ends the run if it is still active; False when it had already ended."""
 
     @abc.abstractmethod
-    async def metric_history(self, run_id: str, key: str) -> list[HistoryPoint]:
-        """Every point of one metric, by step then timestamp."""
+    async def metric_history(self, tenant: str, run_id: str, key: str) -> list[HistoryPoint]:
+        """Every point of one metric of the run in `tenant`, by step then timestamp."""
 
     @abc.abstractmethod
-    async def record_artifact(self, run_id: str, artifact: StoredArtifactRecord, at: int) -> None:
+    async def record_artifact(
+        self, tenant: str, run_id: str, artifact: StoredArtifactRecord, at: int
+    ) -> None:
         """Records (or replaces) an uploaded artifact's size and checksum."""
 
     @abc.abstractmethod
-    async def artifact_records(self, run_id: str) -> dict[str, StoredArtifactRecord]: ...
+    async def artifact_records(self, tenant: str, run_id: str) -> dict[str, StoredArtifactRecord]:
+        """The run's artifacts in `tenant`."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

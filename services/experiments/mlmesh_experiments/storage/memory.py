@@ -37,7 +37,7 @@ class InMemoryExperimentStore(ExperimentStore):
         self._runs: dict[str, Run] = {}  # tags, params and latest metrics kept on the run
         self._latest: dict[str, dict[str, tuple[int, int]]] = {}  # run -> key -> (step, ts)
         self._history: dict[tuple[str, str], list[HistoryPoint]] = {}
-        self._artifacts: dict[str, dict[str, StoredArtifactRecord]] = {}
+        self._artifacts: dict[tuple[str, str], dict[str, StoredArtifactRecord]] = {}
 
     async def close(self) -> None:
         return None
@@ -122,12 +122,15 @@ class InMemoryExperimentStore(ExperimentStore):
 
     async def log_batch(
         self,
+        tenant: str,
         run_id: str,
         metrics: Sequence[MetricPoint],
         params: dict[str, str],
         tags: dict[str, str],
     ) -> None:
         run = self._runs[run_id]
+        if run.tenant != tenant:  # as the SQL stores' rows of another tenant: never seen
+            return
         changed = sorted(k for k, v in params.items() if run.params.get(k, v) != v)
         if changed:  # checked before anything is written: the batch is all or nothing
             raise InvalidArgument(
@@ -154,18 +157,21 @@ class InMemoryExperimentStore(ExperimentStore):
         run.status, run.end_time = status, end_time
         return True
 
-    async def metric_history(self, run_id: str, key: str) -> list[HistoryPoint]:
-        points = self._history.get((run_id, key), [])
+    async def metric_history(self, tenant: str, run_id: str, key: str) -> list[HistoryPoint]:
+        run = self._runs.get(run_id)
+        points = self._history.get((run_id, key), []) if run and run.tenant == tenant else []
         # The SQL stores' order: points of one step and timestamp by value, NaN last.
         return sorted(points, key=_history_order)
 
     # --- artifacts -----------------------------------------------------------------------
 
-    async def record_artifact(self, run_id: str, artifact: StoredArtifactRecord, at: int) -> None:
-        self._artifacts.setdefault(run_id, {})[artifact.path] = artifact
+    async def record_artifact(
+        self, tenant: str, run_id: str, artifact: StoredArtifactRecord, at: int
+    ) -> None:
+        self._artifacts.setdefault((tenant, run_id), {})[artifact.path] = artifact
 
-    async def artifact_records(self, run_id: str) -> dict[str, StoredArtifactRecord]:
-        return dict(self._artifacts.get(run_id, {}))
+    async def artifact_records(self, tenant: str, run_id: str) -> dict[str, StoredArtifactRecord]:
+        return dict(self._artifacts.get((tenant, run_id), {}))
 
 
 def _copy(item: Any) -> Any:

@@ -1,5 +1,6 @@
 """ORM tables of the experiment registry. Times are Unix epoch milliseconds (BIGINT), the same on
-SQLite and PostgreSQL; every experiment and run row carries its tenant."""
+SQLite and PostgreSQL. Every row carries its tenant: a run's tags, params, metrics and artifacts
+that of their run."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 ID = String(36)
 KEY = String(250)
+TENANT = String(63)
 
 
 class Base(DeclarativeBase):
@@ -30,7 +32,7 @@ class ExperimentRow(Base):
     __tablename__ = "experiments"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(63), nullable=False)
+    tenant: Mapped[str] = mapped_column(TENANT, nullable=False)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     description: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
     artifact_location: Mapped[str] = mapped_column(Text, nullable=False, default="")
@@ -67,7 +69,7 @@ class RunRow(Base):
     __tablename__ = "runs"
 
     id: Mapped[str] = mapped_column(ID, primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(63), nullable=False)
+    tenant: Mapped[str] = mapped_column(TENANT, nullable=False)
     experiment_id: Mapped[str] = mapped_column(ID, ForeignKey("experiments.id"), nullable=False)
     name: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     description: Mapped[str] = mapped_column(String(1000), nullable=False, default="")
@@ -85,6 +87,7 @@ class RunRow(Base):
 class TagRow(Base):
     __tablename__ = "run_tags"
 
+    tenant: Mapped[str] = mapped_column(TENANT, nullable=False)
     run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), primary_key=True)
     key: Mapped[str] = mapped_column(KEY, primary_key=True)
     # No index on value: values up to 8,000 chars exceed PostgreSQL's btree row limit.
@@ -94,6 +97,7 @@ class TagRow(Base):
 class ParamRow(Base):
     __tablename__ = "run_params"
 
+    tenant: Mapped[str] = mapped_column(TENANT, nullable=False)
     run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), primary_key=True)
     key: Mapped[str] = mapped_column(KEY, primary_key=True)
     value: Mapped[str] = mapped_column(String(6000), nullable=False)
@@ -107,6 +111,7 @@ class ParamRow(Base):
 metric_history = Table(
     "metric_history",
     Base.metadata,
+    Column("tenant", TENANT, nullable=False),
     Column("run_id", ID, nullable=False),
     Column("key", KEY, nullable=False),
     Column("step", BigInteger, nullable=False),
@@ -125,6 +130,7 @@ class LatestMetricRow(Base):
 
     __tablename__ = "latest_metrics"
 
+    tenant: Mapped[str] = mapped_column(TENANT, nullable=False)
     run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), primary_key=True)
     key: Mapped[str] = mapped_column(KEY, primary_key=True)
     step: Mapped[int] = mapped_column(BigInteger, nullable=False)
@@ -138,6 +144,7 @@ class LatestMetricRow(Base):
 class ArtifactRow(Base):
     __tablename__ = "artifacts"
 
+    tenant: Mapped[str] = mapped_column(TENANT, nullable=False)
     run_id: Mapped[str] = mapped_column(ID, ForeignKey("runs.id"), primary_key=True)
     path: Mapped[str] = mapped_column(String(1024), primary_key=True)
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)

@@ -56,12 +56,15 @@ def condition(clause: Clause) -> ColumnElement[bool]:
         metric = LatestMetricRow
         return exists().where(
             metric.run_id == RunRow.id,
+            metric.tenant == RunRow.tenant,
             metric.key == clause.key,
             metric.is_nan.is_(False),
             _compare(metric.value, clause.op, clause.value),
         )
     table = _KEYED[clause.kind]
-    has_key = exists().where(table.run_id == RunRow.id, table.key == clause.key)
+    has_key = exists().where(
+        table.run_id == RunRow.id, table.tenant == RunRow.tenant, table.key == clause.key
+    )
     if clause.op == "IS NULL":
         return ~has_key
     if clause.op == "IS NOT NULL":

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Float,
     String,
     and_,
@@ -58,6 +59,13 @@ _RUNS_BY_ID = (
     .where(RunRow.id.in_(_IDS))
 )
 _NO_TEXT, _NO_NUMBER = null().cast(String), null().cast(Float)
+
+
+def _of_run(detail: Any) -> ColumnElement[bool]:
+    """A detail row (tag, param, metric) of the run `RunRow` stands for, in the run's tenant."""
+    return and_(detail.run_id == RunRow.id, detail.tenant == RunRow.tenant)
+
+
 _RUN_DETAILS = union_all(
     select(
         TagRow.run_id,
@@ -66,10 +74,12 @@ _RUN_DETAILS = union_all(
         TagRow.value.label("text"),
         _NO_NUMBER.label("number"),
         false().label("is_nan"),
-    ).where(TagRow.run_id.in_(_IDS)),
-    select(ParamRow.run_id, literal("p"), ParamRow.key, ParamRow.value, _NO_NUMBER, false()).where(
-        ParamRow.run_id.in_(_IDS)
-    ),
+    )
+    .join(RunRow, _of_run(TagRow))
+    .where(RunRow.id.in_(_IDS)),
+    select(ParamRow.run_id, literal("p"), ParamRow.key, ParamRow.value, _NO_NUMBER, false())
+    .join(RunRow, _of_run(ParamRow))
+    .where(RunRow.id.in_(_IDS)),
     select(
         LatestMetricRow.run_id,
         literal("m"),
@@ -77,7 +87,9 @@ _RUN_DETAILS = union_all(
         _NO_TEXT,
         LatestMetricRow.value,
         LatestMetricRow.is_nan,
-    ).where(LatestMetricRow.run_id.in_(_IDS)),
+    )
+    .join(RunRow, _of_run(LatestMetricRow))
+    .where(RunRow.id.in_(_IDS)),
 )
 
 
@@ -86,15 +98,15 @@ _RUN_DETAILS = union_all(
 _LATEST = LatestMetricRow
 _PG_DETAIL_COLUMNS = (
     select(func.json_object_agg(TagRow.key, TagRow.value))
-    .where(TagRow.run_id == RunRow.id)
+    .where(_of_run(TagRow))
     .scalar_subquery()
     .label("tags"),
     select(func.json_object_agg(ParamRow.key, ParamRow.value))
-    .where(ParamRow.run_id == RunRow.id)
+    .where(_of_run(ParamRow))
     .scalar_subquery()
     .label("params"),
     select(func.json_agg(func.json_build_array(_LATEST.key, _LATEST.value, _LATEST.is_nan)))
-    .where(_LATEST.run_id == RunRow.id)
+    .where(_of_run(_LATEST))
     .scalar_subquery()
     .label("metrics"),
 )
@@ -109,36 +121,40 @@ WITH points AS (
     SELECT * FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
         WITH ORDINALITY AS p(key, step, ts, value, is_nan, position)
 ), history AS (
-    INSERT INTO {metric_history.name} (run_id, key, step, "timestamp", value, is_nan)
-    SELECT $1, key, step, ts, value, is_nan FROM points
+    INSERT INTO {metric_history.name} (tenant, run_id, key, step, "timestamp", value, is_nan)
+    SELECT $8, $1, key, step, ts, value, is_nan FROM points
 )
 INSERT INTO {LatestMetricRow.__tablename__} AS latest
-    (run_id, key, step, "timestamp", value, is_nan)
-SELECT $1, key, step, ts, value, is_nan FROM points WHERE position = ANY($7::bigint[])
+    (tenant, run_id, key, step, "timestamp", value, is_nan)
+SELECT $8, $1, key, step, ts, value, is_nan FROM points WHERE position = ANY($7::bigint[])
 ORDER BY key
 ON CONFLICT (run_id, key) DO UPDATE SET
     step = excluded.step, "timestamp" = excluded."timestamp",
     value = excluded.value, is_nan = excluded.is_nan
-WHERE excluded.step > latest.step
+WHERE latest.tenant = excluded.tenant AND (
+    excluded.step > latest.step
     OR (excluded.step = latest.step AND excluded."timestamp" >= latest."timestamp")
+)
 """
 _PG_HISTORY = (
     "SELECT step, \"timestamp\", CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
-    f" FROM {metric_history.name} WHERE run_id = $1 AND key = $2"
+    f" FROM {metric_history.name} WHERE run_id = $1 AND key = $2 AND tenant = $3"
     ' ORDER BY step, "timestamp", is_nan, value'
 )
 
 
-def pg_metric_arguments(run_id: str, metrics: Sequence[MetricPoint]) -> tuple[Any, ...]:
-    """PG_LOG_METRICS's parameters: the run, the points column by column, then the positions
-    (1-based, in key order) of each key's newest point."""
+def pg_metric_arguments(
+    tenant: str, run_id: str, metrics: Sequence[MetricPoint]
+) -> tuple[Any, ...]:
+    """PG_LOG_METRICS's parameters: the run, the points column by column, the positions (1-based,
+    in key order) of each key's newest point, then the run's tenant."""
     keys, values, steps, timestamps = zip(*metrics, strict=True)
     nans = list(map(math.isnan, values))
     if any(nans):
         values = tuple(0.0 if nan else value for value, nan in zip(values, nans, strict=True))
     newest = _newest_per_key(metrics)
     positions = [newest[key] + 1 for key in sorted(newest)]
-    return run_id, keys, steps, timestamps, values, nans, positions
+    return run_id, keys, steps, timestamps, values, nans, positions, tenant
 
 
 def _newest_per_key(metrics: Sequence[MetricPoint]) -> dict[str, int]:
@@ -243,7 +259,10 @@ class SqlExperimentStore(ExperimentStore):
             if run.tags:
                 await conn.execute(
                     insert(TagRow),
-                    [{"run_id": run.id, "key": k, "value": v} for k, v in run.tags.items()],
+                    [
+                        {"tenant": run.tenant, "run_id": run.id, "key": k, "value": v}
+                        for k, v in run.tags.items()
+                    ],
                 )
 
     async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:
@@ -310,54 +329,70 @@ class SqlExperimentStore(ExperimentStore):
         counted, listed = await asyncio.gather(total(), runs())
         return listed, counted
 
-    async def log_batch(self, run_id, metrics, params, tags) -> None:
+    async def log_batch(self, tenant, run_id, metrics, params, tags) -> None:
         if self._postgres and not tags and not params:
             # Metrics alone are one statement on PostgreSQL, atomic by itself: no transaction
             # round trips around it.
             async with self._reader.connect() as conn:
-                await self._log_metrics(conn, run_id, metrics)
+                await self._log_metrics(conn, tenant, run_id, metrics)
             return
         async with self._engine.begin() as conn:
             if metrics:
-                await self._log_metrics(conn, run_id, metrics)
+                await self._log_metrics(conn, tenant, run_id, metrics)
             if tags:
                 statement = self._insert(TagRow).values(
-                    [{"run_id": run_id, "key": k, "value": tags[k]} for k in sorted(tags)]
+                    [
+                        {"tenant": tenant, "run_id": run_id, "key": k, "value": tags[k]}
+                        for k in sorted(tags)
+                    ]
                 )
                 await conn.execute(
                     statement.on_conflict_do_update(
-                        index_elements=["run_id", "key"], set_={"value": statement.excluded.value}
+                        index_elements=["run_id", "key"],
+                        set_={"value": statement.excluded.value},
+                        where=TagRow.tenant == statement.excluded.tenant,
                     )
                 )
             # Last: a param conflict found here rolls back everything written above.
             if params:
-                await self._log_params(conn, run_id, params)
+                await self._log_params(conn, tenant, run_id, params)
 
-    async def _log_params(self, conn: AsyncConnection, run_id: str, params: dict[str, str]) -> None:
+    async def _log_params(
+        self, conn: AsyncConnection, tenant: str, run_id: str, params: dict[str, str]
+    ) -> None:
         # Insert what is new, then compare everything: a concurrent writer of another value
         # is caught too, and the exception rolls the whole batch back.
         await conn.execute(
             self._insert(ParamRow)
-            .values([{"run_id": run_id, "key": k, "value": params[k]} for k in sorted(params)])
+            .values(
+                [
+                    {"tenant": tenant, "run_id": run_id, "key": k, "value": params[k]}
+                    for k in sorted(params)
+                ]
+            )
             .on_conflict_do_nothing(index_elements=["run_id", "key"])
         )
         stored = await conn.execute(
             select(ParamRow.key, ParamRow.value).where(
-                ParamRow.run_id == run_id, ParamRow.key.in_(list(params))
+                ParamRow.run_id == run_id,
+                ParamRow.tenant == tenant,
+                ParamRow.key.in_(list(params)),
             )
         )
         _check_params(params, stored)
 
     async def _log_metrics(
-        self, conn: AsyncConnection, run_id: str, metrics: Sequence[MetricPoint]
+        self, conn: AsyncConnection, tenant: str, run_id: str, metrics: Sequence[MetricPoint]
     ) -> None:
         if not metrics:
             return
         if self._postgres:
-            await conn.exec_driver_sql(PG_LOG_METRICS, pg_metric_arguments(run_id, metrics))
+            arguments = pg_metric_arguments(tenant, run_id, metrics)
+            await conn.exec_driver_sql(PG_LOG_METRICS, arguments)
             return
         rows = [
             {
+                "tenant": tenant,
                 "run_id": run_id,
                 "key": point.key,
                 "step": point.step,
@@ -380,11 +415,14 @@ class SqlExperimentStore(ExperimentStore):
                     "value": newer.value,
                     "is_nan": newer.is_nan,
                 },
-                where=or_(
-                    newer.step > LatestMetricRow.step,
-                    and_(
-                        newer.step == LatestMetricRow.step,
-                        newer.timestamp >= LatestMetricRow.timestamp,
+                where=and_(
+                    LatestMetricRow.tenant == newer.tenant,
+                    or_(
+                        newer.step > LatestMetricRow.step,
+                        and_(
+                            newer.step == LatestMetricRow.step,
+                            newer.timestamp >= LatestMetricRow.timestamp,
+                        ),
                     ),
                 ),
             )
@@ -401,17 +439,18 @@ class SqlExperimentStore(ExperimentStore):
             )
             return result.rowcount == 1
 
-    async def metric_history(self, run_id: str, key: str) -> list[HistoryPoint]:
+    async def metric_history(self, tenant: str, run_id: str, key: str) -> list[HistoryPoint]:
         history = metric_history.c
         async with self._reader.connect() as conn:
             if self._postgres:
                 # asyncpg directly (its statement cache prepares this once per connection):
                 # SQLAlchemy's per-row result processing costs more than the query.
                 raw = (await conn.get_raw_connection()).driver_connection
-                return list(map(HistoryPoint._make, await raw.fetch(_PG_HISTORY, run_id, key)))
+                rows = await raw.fetch(_PG_HISTORY, run_id, key, tenant)
+                return list(map(HistoryPoint._make, rows))
             rows = await conn.execute(
                 select(history.step, history.timestamp, history.value, history.is_nan)
-                .where(history.run_id == run_id, history.key == key)
+                .where(history.run_id == run_id, history.key == key, history.tenant == tenant)
                 .order_by(history.step, history.timestamp, history.is_nan, history.value)
             )
             return [
@@ -421,8 +460,11 @@ class SqlExperimentStore(ExperimentStore):
 
     # --- artifacts -----------------------------------------------------------------------
 
-    async def record_artifact(self, run_id: str, artifact: StoredArtifactRecord, at: int) -> None:
+    async def record_artifact(
+        self, tenant: str, run_id: str, artifact: StoredArtifactRecord, at: int
+    ) -> None:
         values = {
+            "tenant": tenant,
             "run_id": run_id,
             "path": artifact.path,
             "size_bytes": artifact.size_bytes,
@@ -439,12 +481,14 @@ class SqlExperimentStore(ExperimentStore):
                         k: statement.excluded[k]
                         for k in ("size_bytes", "sha256", "uri", "created_at")
                     },
+                    where=ArtifactRow.tenant == statement.excluded.tenant,
                 )
             )
 
-    async def artifact_records(self, run_id: str) -> dict[str, StoredArtifactRecord]:
+    async def artifact_records(self, tenant: str, run_id: str) -> dict[str, StoredArtifactRecord]:
         async with self._reader.connect() as conn:
-            rows = await conn.execute(select(ArtifactRow).where(ArtifactRow.run_id == run_id))
+            mine = and_(ArtifactRow.run_id == run_id, ArtifactRow.tenant == tenant)
+            rows = await conn.execute(select(ArtifactRow).where(mine))
             return {
                 row.path: StoredArtifactRecord(row.path, row.size_bytes, row.sha256, row.uri)
                 for row in rows
