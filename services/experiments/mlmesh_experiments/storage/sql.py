@@ -114,8 +114,8 @@ _RUNS_WITH_DETAILS = _RUNS_BY_ID.add_columns(*_PG_DETAIL_COLUMNS)
 # Metrics of a log-batch on PostgreSQL: arrays bound in binary, expanded by unnest, in one
 # statement (atomic by itself) writing the history and upserting each key's newest point of the
 # batch ($7: their positions, found by _newest_per_key; a sort in SQL costs more) in key order,
-# so that concurrent batches on one run cannot deadlock. Public for the benchmark, which times
-# it alone.
+# so that concurrent batches on one run cannot deadlock; every row in the run's tenant ($8),
+# and no upsert touches a row of another tenant. Public for the benchmark, which times it alone.
 PG_LOG_METRICS = f"""
 WITH points AS (
     SELECT * FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
