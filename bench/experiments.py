@@ -29,11 +29,11 @@ from bench.workload import Row, Sizes, Systems, run_workload
 FULL = Sizes(
     label="full",
     create_run=Budget(iterations=200, seconds=6),
-    log_batch=Budget(iterations=30, seconds=12),
+    log_batch=Budget(iterations=200, seconds=12),
     log_metric=Budget(iterations=300, seconds=6),
     get_run=Budget(iterations=300, seconds=6),
-    search=Budget(iterations=50, seconds=10, warmup=2),
-    history=Budget(iterations=30, seconds=12, warmup=2),
+    search=Budget(iterations=200, seconds=10, warmup=2),
+    history=Budget(iterations=100, seconds=12, warmup=2),
     search_runs=5_000,
     history_points=10_000,
 )
