@@ -111,6 +111,20 @@ _PG_DETAIL_COLUMNS = (
     .label("metrics"),
 )
 _RUNS_WITH_DETAILS = _RUNS_BY_ID.add_columns(*_PG_DETAIL_COLUMNS)
+# One run by id on PostgreSQL, without and with its details: every call on a run reads it
+# first. The statements above for `runs.id = $1`, compiled once and run on asyncpg directly
+# (its statement cache keeps them prepared): SQLAlchemy's handling of each call, expanding the
+# IN list and processing the row, cost more than the query (measured: 0.7 ms against 0.5 ms per
+# GetRun in the service).
+_PG_RUN = {
+    hydrate: str(
+        select(RunRow.__table__, ExperimentRow.lifecycle_stage, *details)
+        .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
+        .where(RunRow.id == bindparam("id", type_=String))
+        .compile(dialect=postgresql.asyncpg.dialect())
+    )
+    for hydrate, details in ((False, ()), (True, _PG_DETAIL_COLUMNS))
+}
 # Metrics of a log-batch on PostgreSQL: arrays bound in binary, expanded by unnest, in one
 # statement (atomic by itself) writing the history and upserting each key's newest point of the
 # batch ($7: their positions, found by _newest_per_key; a sort in SQL costs more) in key order,
@@ -183,6 +197,15 @@ def _hydrated_run(row: Any) -> Run:
         tags=row["tags"] or {},
         params=row["params"] or {},
         metrics={key: math.nan if is_nan else value for key, value, is_nan in row["metrics"] or ()},
+    )
+
+
+def _record_run(record: Any, hydrate: bool) -> Run:
+    """A run from an asyncpg record of _PG_RUN."""
+    if hydrate:
+        return _hydrated_run(record)
+    return Run(
+        **{name: record[name] for name in _RUN_COLUMNS}, lifecycle_stage=record["lifecycle_stage"]
     )
 
 
@@ -269,6 +292,10 @@ class SqlExperimentStore(ExperimentStore):
         if not ids:
             return {}
         async with self._reader.connect() as conn:
+            if self._postgres and len(ids) == 1:
+                raw = (await conn.get_raw_connection()).driver_connection
+                record = await raw.fetchrow(_PG_RUN[hydrate], ids[0])
+                return {record["id"]: _record_run(record, hydrate)} if record else {}
             if hydrate and self._postgres:
                 rows = await conn.execute(_RUNS_WITH_DETAILS, {"ids": list(ids)})
                 return {row.id: _hydrated_run(row._mapping) for row in rows}
