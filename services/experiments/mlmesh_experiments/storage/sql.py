@@ -52,12 +52,12 @@ _RUN_COLUMNS = [column.key for column in RunRow.__table__.columns]
 
 
 _IDS = bindparam("ids", expanding=True)
-# Built once: statements are the same on every call, only the ids vary.
-_RUNS_BY_ID = (
-    select(RunRow.__table__, ExperimentRow.lifecycle_stage)
-    .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
-    .where(RunRow.id.in_(_IDS))
+# Runs with their experiment's lifecycle stage: by id, one by id, or a search page.
+_RUNS = select(RunRow.__table__, ExperimentRow.lifecycle_stage).join(
+    ExperimentRow, ExperimentRow.id == RunRow.experiment_id
 )
+# Built once: statements are the same on every call, only the ids vary.
+_RUNS_BY_ID = _RUNS.where(RunRow.id.in_(_IDS))
 _NO_TEXT, _NO_NUMBER = null().cast(String), null().cast(Float)
 
 
@@ -118,8 +118,7 @@ _RUNS_WITH_DETAILS = _RUNS_BY_ID.add_columns(*_PG_DETAIL_COLUMNS)
 # GetRun in the service).
 _PG_RUN = {
     hydrate: str(
-        select(RunRow.__table__, ExperimentRow.lifecycle_stage, *details)
-        .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
+        _RUNS.add_columns(*details)
         .where(RunRow.id == bindparam("id", type_=String))
         .compile(dialect=postgresql.asyncpg.dialect())
     )
@@ -184,9 +183,8 @@ def _newest_per_key(metrics: Sequence[MetricPoint]) -> dict[str, int]:
 
 
 def _run(row: Any) -> Run:
-    return Run(
-        **{name: getattr(row, name) for name in _RUN_COLUMNS}, lifecycle_stage=row.lifecycle_stage
-    )
+    """A run from a mapping of its columns (a SQLAlchemy row's `_mapping`, an asyncpg record)."""
+    return Run(**{name: row[name] for name in _RUN_COLUMNS}, lifecycle_stage=row["lifecycle_stage"])
 
 
 def _hydrated_run(row: Any) -> Run:
@@ -197,15 +195,6 @@ def _hydrated_run(row: Any) -> Run:
         tags=row["tags"] or {},
         params=row["params"] or {},
         metrics={key: math.nan if is_nan else value for key, value, is_nan in row["metrics"] or ()},
-    )
-
-
-def _record_run(record: Any, hydrate: bool) -> Run:
-    """A run from an asyncpg record of _PG_RUN."""
-    if hydrate:
-        return _hydrated_run(record)
-    return Run(
-        **{name: record[name] for name in _RUN_COLUMNS}, lifecycle_stage=record["lifecycle_stage"]
     )
 
 
@@ -295,12 +284,14 @@ class SqlExperimentStore(ExperimentStore):
             if self._postgres and len(ids) == 1:
                 raw = (await conn.get_raw_connection()).driver_connection
                 record = await raw.fetchrow(_PG_RUN[hydrate], ids[0])
-                return {record["id"]: _record_run(record, hydrate)} if record else {}
+                if record is None:
+                    return {}
+                return {record["id"]: (_hydrated_run if hydrate else _run)(record)}
             if hydrate and self._postgres:
                 rows = await conn.execute(_RUNS_WITH_DETAILS, {"ids": list(ids)})
                 return {row.id: _hydrated_run(row._mapping) for row in rows}
             rows = await conn.execute(_RUNS_BY_ID, {"ids": list(ids)})
-            runs = {row.id: _run(row) for row in rows}
+            runs = {row.id: _run(row._mapping) for row in rows}
             if hydrate:
                 await self._hydrate(conn, runs)
             return runs
@@ -329,8 +320,7 @@ class SqlExperimentStore(ExperimentStore):
         # PostgreSQL: each listed run's details come with it (JSON aggregates), one round trip.
         details = _PG_DETAIL_COLUMNS if self._postgres else ()
         page = (
-            select(RunRow.__table__, ExperimentRow.lifecycle_stage, *details)
-            .join(ExperimentRow, ExperimentRow.id == RunRow.experiment_id)
+            _RUNS.add_columns(*details)
             .where(*conditions)
             .order_by(RunRow.start_time.desc(), RunRow.id.desc())
             .offset(query.offset)
@@ -347,7 +337,7 @@ class SqlExperimentStore(ExperimentStore):
                 rows = await conn.execute(page)
                 if self._postgres:
                     return [_hydrated_run(row._mapping) for row in rows]
-                found = {row.id: _run(row) for row in rows}
+                found = {row.id: _run(row._mapping) for row in rows}
                 await self._hydrate(conn, found)
                 return list(found.values())
 
