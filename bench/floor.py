@@ -1,7 +1,7 @@
 """The database's share of a log-batch, timed alone: the experiments service's own metrics
 statement (`PG_LOG_METRICS`), straight through asyncpg on the service's database, with the same
-points as the service gets. No gRPC, no request decoding, no validation, no run check: what no
-service on this schema can go below on this machine."""
+points as the service gets. No gRPC, no request decoding, no validation, no run check: a bound
+on what the service's requests can reach on this machine."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import asyncpg
+from sqlalchemy import make_url
 
 from bench.clients import Point
 from mlmesh_common.tenancy import DEFAULT_TENANT
@@ -24,7 +25,8 @@ def log_batch_statement(
     """`call(i)` executes batch i's statement on one connection, as the service does. The
     harness's clients send no tenant, so their runs are the default tenant's."""
     loop = asyncio.new_event_loop()
-    conn = loop.run_until_complete(asyncpg.connect(_libpq_url(database_url)))
+    url = make_url(database_url).set(drivername="postgresql")  # libpq form, for asyncpg
+    conn = loop.run_until_complete(asyncpg.connect(url.render_as_string(hide_password=False)))
     arguments = [
         pg_metric_arguments(DEFAULT_TENANT, run_id, [MetricPoint(*point) for point in batch])
         for batch in batches
@@ -34,8 +36,3 @@ def log_batch_statement(
     finally:
         loop.run_until_complete(conn.close())
         loop.close()
-
-
-def _libpq_url(sqlalchemy_url: str) -> str:
-    scheme, rest = sqlalchemy_url.split("://", 1)
-    return f"{scheme.split('+', 1)[0]}://{rest}"
