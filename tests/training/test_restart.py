@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -22,9 +25,17 @@ from tests.training.conftest import bars_csv, features_csv, training_env
 TENANT = [("x-tenant-id", "restart")]
 
 
-def start(env, root, port) -> ServiceProcess:
+@contextlib.contextmanager
+def serving(env, root, port) -> Iterator[tuple[ServiceProcess, Any]]:
+    """The training service on `port` and a stub to it; stopped on the way out (again, if the
+    test stopped it already)."""
     process = ServiceProcess("mlmesh_training", port, env, root / f"training-{time.time()}.log")
-    return process.start(timeout_s=120)
+    process.start(timeout_s=120)
+    try:
+        with grpc.insecure_channel(process.address) as channel:
+            yield process, training_service_pb2_grpc.TrainingServiceStub(channel)
+    finally:
+        process.stop()
 
 
 def upload(stub, kind: str, data: bytes) -> str:
@@ -36,9 +47,22 @@ def upload(stub, kind: str, data: bytes) -> str:
     return stub.CreateDataset(request, metadata=TENANT).id
 
 
-def running_task(stub) -> str:
+def upload_spx(stub) -> str:
+    """SPX bars and features; the features' dataset id."""
     upload(stub, "bars", bars_csv())
-    features = upload(stub, "features", features_csv())
+    return upload(stub, "features", features_csv())
+
+
+def wait_for(stub, task_id: str, what: str, timeout_s: float, reached: Callable[[Any], bool]):
+    """Polls the task until `reached(task)`; fails with `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not reached(stub.GetTask(pb.GetTaskRequest(task_id=task_id), metadata=TENANT)):
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def running_task(stub) -> str:
+    features = upload_spx(stub)
     parameters = struct_pb2.Struct()
     parameters.update({"epochs": 400, "hidden_size": 64})
     model = stub.CreateModel(
@@ -55,12 +79,9 @@ def running_task(stub) -> str:
         ),
         metadata=TENANT,
     )
-    deadline = time.monotonic() + 60
-    while stub.GetTask(pb.GetTaskRequest(task_id=task.task_id), metadata=TENANT).status != (
-        task_pb2.Task.RUNNING
-    ):
-        assert time.monotonic() < deadline, "task never started"
-        time.sleep(0.1)
+    wait_for(
+        stub, task.task_id, "task never started", 60, lambda t: t.status == task_pb2.Task.RUNNING
+    )
     return task.task_id
 
 
@@ -77,27 +98,18 @@ def test_interrupted_task_is_failed_with_reason(
 ):
     env = training_env(postgres, mlflow_server, registry_process, tmp_path)
     port = free_port()
-    first = start(env, tmp_path, port)
-    try:
-        with grpc.insecure_channel(first.address) as channel:
-            task_id = running_task(training_service_pb2_grpc.TrainingServiceStub(channel))
+    with serving(env, tmp_path, port) as (first, stub):
+        task_id = running_task(stub)
         stop(first)
         first.process.wait(30)
-    finally:
-        first.stop()
-    second = start(env, tmp_path, port)
-    try:
-        with grpc.insecure_channel(second.address) as channel:
-            stub = training_service_pb2_grpc.TrainingServiceStub(channel)
-            task = stub.GetTask(pb.GetTaskRequest(task_id=task_id), metadata=TENANT)
-        assert task.status == task_pb2.Task.FAILED
-        assert task.error.message
-        assert task.HasField("finished_at")
-        info = error_details_pb2.ErrorInfo()
-        task.error.details[0].Unpack(info)
-        assert info.reason == reason
-    finally:
-        second.stop()
+    with serving(env, tmp_path, port) as (_, stub):
+        task = stub.GetTask(pb.GetTaskRequest(task_id=task_id), metadata=TENANT)
+    assert task.status == task_pb2.Task.FAILED
+    assert task.error.message
+    assert task.HasField("finished_at")
+    info = error_details_pb2.ErrorInfo()
+    task.error.details[0].Unpack(info)
+    assert info.reason == reason
 
 
 def test_study_killed_with_its_service_resumes_after_restart(
@@ -121,33 +133,14 @@ def test_study_killed_with_its_service_resumes_after_restart(
     )
     request.fixed_params.update({"n_estimators": 60})
     port = free_port()
-    first = start(env, tmp_path, port)
-    try:
-        with grpc.insecure_channel(first.address) as channel:
-            stub = training_service_pb2_grpc.TrainingServiceStub(channel)
-            upload(stub, "bars", bars_csv())
-            request.dataset.feature_ids.append(upload(stub, "features", features_csv()))
-            task = stub.TuneModelAsync(pb.TuneModelAsyncRequest(request=request), metadata=TENANT)
-            deadline = time.monotonic() + 120
-            while (
-                stub.GetTask(
-                    pb.GetTaskRequest(task_id=task.task_id), metadata=TENANT
-                ).progress.completed
-                < 2
-            ):
-                assert time.monotonic() < deadline, "no trial finished"
-                time.sleep(0.1)
+    with serving(env, tmp_path, port) as (first, stub):
+        request.dataset.feature_ids.append(upload_spx(stub))
+        task = stub.TuneModelAsync(pb.TuneModelAsyncRequest(request=request), metadata=TENANT)
+        wait_for(stub, task.task_id, "no trial finished", 120, lambda t: t.progress.completed >= 2)
         os.killpg(first.process.pid, signal.SIGKILL)
         first.process.wait(30)
-    finally:
-        first.stop()
-    second = start(env, tmp_path, port)
-    try:
-        with grpc.insecure_channel(second.address) as channel:
-            stub = training_service_pb2_grpc.TrainingServiceStub(channel)
-            result = stub.TuneModel(request, metadata=TENANT, timeout=300)
-    finally:
-        second.stop()
+    with serving(env, tmp_path, port) as (_, stub):
+        result = stub.TuneModel(request, metadata=TENANT, timeout=300)
     states = [t.state for t in result.trials]
     assert states.count("COMPLETE") == result.n_trials_completed == 5
     assert "RUNNING" not in states
