@@ -158,7 +158,10 @@ def test_unknown_parameter_is_rejected(key: str, split: tuple) -> None:
         plugin.fit(X_train, y_train, {"no_such_param": 1}, seed=0)
     assert raised.value.reason == "UNKNOWN_PARAMETER"
     assert raised.value.metadata["unknown"] == "no_such_param"
-    assert raised.value.metadata["valid"] == ",".join(sorted(plugin.default_params()))
+    # The answer says what the name was checked against.
+    checked_against = plugin.library or key
+    assert raised.value.metadata["checked_against"] == checked_against
+    assert f"(not accepted by {checked_against})" in raised.value.message
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -276,6 +279,185 @@ def test_every_parameter_reaches_the_estimator(
     if key == "ens.stacking":
         assert fitted.combiner.ridge.alpha == params["alpha"]
         assert len(fits) == params["n_splits"] + 1  # one fit per fold, then the final refit
+
+
+# --- library parameters beyond the defaults -------------------------------------------------------
+
+
+def _booster_config(fitted: FittedModel) -> dict:
+    import json
+
+    return json.loads(fitted.estimator.get_booster().save_config())["learner"]
+
+
+def _rf_reads(fitted: FittedModel) -> dict:
+    tree = fitted.estimator.estimators_[0]
+    return {
+        "random_state": fitted.estimator.random_state,
+        "min_samples_split": tree.min_samples_split,
+        "criterion": tree.criterion,
+    }
+
+
+def _xgboost_reads(fitted: FittedModel) -> dict:
+    booster = _booster_config(fitted)["gradient_booster"]
+    return {
+        "tree_method": booster["gbtree_train_param"]["tree_method"],
+        "max_bin": int(booster["tree_train_param"]["max_bin"]),
+    }
+
+
+# A parameter outside each plugin's defaults, the value given, and how to read it back from the
+# fitted object (the estimator, the library's result, or the optimizer the network trained with).
+LIBRARY_PARAMS: dict[str, tuple[dict[str, Any], Callable[[FittedModel], dict]]] = {
+    "ml.random_forest": (
+        {"random_state": 11, "min_samples_split": 4, "criterion": "absolute_error"},
+        _rf_reads,
+    ),
+    "ml.xgboost": ({"tree_method": "approx", "max_bin": 64}, _xgboost_reads),
+    "ml.lightgbm": (
+        {"feature_fraction": 0.7, "min_split_gain": 0.01},
+        lambda f: {
+            "feature_fraction": f.estimator.booster_.params["colsample_bytree"],
+            "min_split_gain": f.estimator.booster_.params["min_split_gain"],
+        },
+    ),
+    "ml.catboost": (
+        {"border_count": 32, "leaf_estimation_iterations": 3},
+        lambda f: {
+            name: f.estimator.get_all_params()[name]
+            for name in ("border_count", "leaf_estimation_iterations")
+        },
+    ),
+    "stat.arima": ({"order": [2, 0, 1]}, lambda f: {"order": list(f.result.model.order)}),
+    "stat.garch": ({"power": 1.0}, lambda f: {"power": f.result.model.volatility.power}),
+    "dl.lstm": (
+        {"weight_decay": 0.01},
+        lambda f: {"weight_decay": f.state["optimizer"]["weight_decay"]},
+    ),
+    "ens.mean": (
+        {"members": {"ml.random_forest": {"criterion": "absolute_error", "n_estimators": 5}}},
+        lambda f: {
+            "members": {
+                "ml.random_forest": {
+                    "criterion": f.members[0].estimator.criterion,
+                    "n_estimators": f.members[0].estimator.n_estimators,
+                }
+            }
+        },
+    ),
+    "ens.stacking": (
+        {"fit_intercept": False},
+        lambda f: {"fit_intercept": f.combiner.ridge.fit_intercept},
+    ),
+}
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_library_parameter_outside_the_defaults_reaches_the_fitted_model(
+    key: str, split: tuple
+) -> None:
+    X_train, y_train, _, _ = split
+    plugin = get_plugin(key)
+    given, read_back = LIBRARY_PARAMS[key]
+    assert not set(given) <= set(plugin.default_params()) or key == "ens.mean"
+    # JSON numbers arrive as doubles: integral ones still reach integer arguments as integers.
+    as_json = {k: float(v) if type(v) is int else v for k, v in given.items()}
+    small = {"dl.lstm": {"epochs": 1}, "ens.stacking": {"n_splits": 2}}.get(key, {})
+    fitted = plugin.fit(X_train.iloc[-400:], y_train.iloc[-400:], {**as_json, **small}, seed=0)
+    assert read_back(fitted) == given
+    assert get_plugin(key).check_params(plugin.check_params(as_json)) == plugin.check_params(
+        as_json
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "params", "message"),
+    [
+        ("ml.random_forest", {"criterion": "bogus"}, "criterion"),
+        ("ml.xgboost", {"tree_method": "bogus"}, "bogus"),
+        ("ml.lightgbm", {"boosting_type": "bogus"}, "bogus"),
+        ("ml.catboost", {"border_count": -3}, "border_count"),
+        ("stat.arima", {"seasonal_order": [1, 0, 0]}, "seasonal"),
+        ("stat.garch", {"vol": "bogus"}, "vol"),
+        ("dl.lstm", {"weight_decay": -1.0}, "weight_decay"),
+        ("ens.stacking", {"solver": "bogus"}, "solver"),
+    ],
+)
+def test_the_librarys_error_for_a_bad_value_is_a_400_with_its_message(
+    key: str, params: dict, message: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        get_plugin(key).check_params(params)
+    assert raised.value.reason == "INVALID_PARAMETER_VALUE"
+    assert message in raised.value.message and get_plugin(key).library in raised.value.message
+
+
+@pytest.mark.parametrize(
+    ("key", "params", "reason"),
+    [
+        ("ml.random_forest", {"n_jobs": 4}, "RESERVED_PARAMETER"),
+        ("ml.xgboost", {"nthread": 4}, "RESERVED_PARAMETER"),
+        ("ml.lightgbm", {"num_threads": 4}, "RESERVED_PARAMETER"),
+        ("ml.catboost", {"thread_count": 4}, "RESERVED_PARAMETER"),
+        ("stat.garch", {"rescale": True}, "RESERVED_PARAMETER"),
+        ("ml.lightgbm", {"eta": 0.1, "learning_rate": 0.2}, "DUPLICATE_PARAMETER"),
+        ("ml.catboost", {"random_state": 1, "random_seed": 2}, "DUPLICATE_PARAMETER"),
+        ("stat.arima", {"order": [1, 0, 0], "p": 2}, "INVALID_PARAMETER"),
+        ("stat.arima", {"order": [1, 0]}, "INVALID_PARAMETER"),
+        ("stat.arima", {"enforce_stationarity": "no"}, "INVALID_PARAMETER"),
+        ("ml.random_forest", {"random_state": None}, "INVALID_SEED"),
+        ("ml.xgboost", {"seed": -1}, "INVALID_SEED"),
+    ],
+)
+def test_reserved_duplicate_and_mistyped_library_parameters_are_a_400(
+    key: str, params: dict, reason: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        get_plugin(key).check_params(params)
+    assert raised.value.reason == reason
+
+
+def test_an_alias_is_renamed_to_the_plugins_own_name() -> None:
+    lightgbm = get_plugin("ml.lightgbm")
+    checked = lightgbm.check_params({"eta": 0.2, "num_iterations": 10})
+    assert (checked["learning_rate"], checked["n_estimators"]) == (0.2, 10)
+    assert "eta" not in checked and "num_iterations" not in checked
+
+
+@pytest.mark.parametrize(
+    ("key", "params", "used"),
+    [
+        ("ml.random_forest", {"random_state": 5}, 5),
+        ("ml.xgboost", {"seed": 6}, 6),
+        ("ml.lightgbm", {"random_seed": 7}, 7),
+        ("ml.catboost", {"random_state": 8}, 8),
+        ("ml.xgboost", {}, 42),
+        ("stat.arima", {}, 42),
+    ],
+)
+def test_a_users_library_seed_wins_over_the_requests(key: str, params: dict, used: int) -> None:
+    plugin = get_plugin(key)
+    checked = plugin.check_params(params)
+    assert plugin.seed_used(checked, 42) == used
+    if plugin.family is Family.MACHINE_LEARNING:
+        estimator = plugin.make_estimator(checked, 42)
+        assert estimator.get_params()[plugin.seed_parameter] == used
+
+
+def test_listing_and_checking_defaults_import_no_ml_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from mlmesh_training.plugins import get_plugin, plugins\n"
+        "[p.check_params({}) for p in plugins()]\n"
+        "get_plugin('ml.xgboost').check_params({'max_depth': 3})\n"
+        "print(sorted(m for m in ('torch', 'xgboost', 'lightgbm', 'catboost', 'sklearn')"
+        " if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # --- plugin specifics ----------------------------------------------------------------------------

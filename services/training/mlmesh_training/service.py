@@ -311,11 +311,15 @@ class TrainingService:
         """Every check of a training request (ids, dates, CV config, 422 on too little data),
         shared by the synchronous and asynchronous paths."""
         model = await self.get_model(tenant, model_id)
+        plugin = get_plugin(model.plugin_key)
+        params = plugin.check_params(model.parameters)
+        seed = check_seed(request.seed) if request.HasField("seed") else 0
         return TrainJob(
             model=model,
             plugin_key=model.plugin_key,
-            params=get_plugin(model.plugin_key).check_params(model.parameters),
-            seed=check_seed(request.seed) if request.HasField("seed") else 0,
+            params=params,
+            # A library-level seed among the parameters wins; the run records the one used.
+            seed=plugin.seed_used(params, seed),
             data=await self._training_data(tenant, request.dataset, request.cv),
             strategy_id=request.strategy_id,
         )

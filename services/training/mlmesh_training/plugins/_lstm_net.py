@@ -70,11 +70,24 @@ def _seeded(seed: int, device: torch.device) -> Iterator[None]:
             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
+# The plugin's own parameters; every other one is a keyword argument of the optimizer.
+NETWORK_PARAMETERS = {"lookback", "hidden_size", "num_layers", "dropout", "epochs", "batch_size"}
+
+
+def optimizer(weights: Any, params: dict[str, Any]) -> torch.optim.Adam:
+    options = {k: v for k, v in params.items() if k not in NETWORK_PARAMETERS}
+    lr = options.pop("learning_rate")
+    if "betas" in options:
+        options["betas"] = tuple(options["betas"])
+    return torch.optim.Adam(weights or [torch.zeros(1, requires_grad=True)], lr=lr, **options)
+
+
 def train(
     windows: np.ndarray, targets: np.ndarray, params: dict[str, Any], seed: int
-) -> LstmRegressor:
+) -> tuple[LstmRegressor, dict[str, Any]]:
     """Adam on mean squared error; returns the network on the CPU, in eval mode, so that
-    predictions do not depend on where it was trained or loaded."""
+    predictions do not depend on where it was trained or loaded, and the optimizer's settings
+    (plain values)."""
     device = training_device()
     with _seeded(seed, device):
         network = LstmRegressor(
@@ -82,18 +95,23 @@ def train(
         ).to(device)
         inputs = torch.as_tensor(windows, dtype=torch.float32, device=device)
         labels = torch.as_tensor(targets, dtype=torch.float32, device=device)
-        optimizer = torch.optim.Adam(network.parameters(), lr=params["learning_rate"])
+        adam = optimizer(list(network.parameters()), params)
         shuffler = torch.Generator().manual_seed(seed)
         network.train()
         for _ in range(params["epochs"]):
             order = torch.randperm(len(inputs), generator=shuffler)
             for batch in order.split(params["batch_size"]):
                 batch = batch.to(device)
-                optimizer.zero_grad()
+                adam.zero_grad()
                 loss = nn.functional.mse_loss(network(inputs[batch]), labels[batch])
                 loss.backward()
-                optimizer.step()
-    return network.cpu().eval()
+                adam.step()
+    settings = {
+        name: list(value) if isinstance(value, tuple) else value
+        for name, value in adam.defaults.items()
+        if value is None or isinstance(value, bool | int | float | tuple)
+    }
+    return network.cpu().eval(), settings
 
 
 def predict(network: LstmRegressor, windows: np.ndarray) -> np.ndarray:

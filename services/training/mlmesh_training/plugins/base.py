@@ -238,6 +238,30 @@ _CONVERTERS = {
 }
 
 
+def library_value(value: Any, default: Any) -> Any:
+    """A value for a library parameter the plugin does not type itself, typed after the
+    library's default. JSON carries every number as a double: 4.0 becomes the integer 4 where
+    the library's default is an integer or unknown, and stays a float where it is a float."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"must be a boolean, got {value!r}")
+        return value
+    if isinstance(default, float) and _is_number(value):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [library_value(item, None) for item in value]
+    if _is_number(value) and not isinstance(default, float) and float(value).is_integer():
+        return int(value)
+    return value
+
+
+# Synthetic rows for the libraries' own checks of a parameter set (see `_probe`).
+def probe_data(rows: int = 32, columns: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, columns))
+    return x, x @ np.linspace(0.5, 1.0, columns) + 0.1 * rng.standard_normal(rows)
+
+
 def invalid_parameter(plugin_key: str, name: str, problem: str) -> InvalidArgument:
     return InvalidArgument(
         f"parameter {name!r} of {plugin_key} {problem}",
@@ -375,7 +399,12 @@ class PickledModel(FittedModel):
 
 
 class ModelPlugin(abc.ABC):
-    """One kind of model: its parameters, search space, training and loading."""
+    """One kind of model: its parameters, search space, training and loading.
+
+    `parameters` are the plugin's defaults, each with a cheap check; they are not the limit.
+    Any other keyword argument that the model's library itself accepts (`library_defaults`)
+    reaches the estimator too; names the library does not know are a 400.
+    """
 
     key: ClassVar[str]
     family: ClassVar[Family]
@@ -383,6 +412,12 @@ class ModelPlugin(abc.ABC):
     description: ClassVar[str]
     parameters: ClassVar[dict[str, Param]]
     format_version: ClassVar[int] = ARTIFACT_FORMAT
+    # What the parameters are passed to, named in the answer for a name it does not accept.
+    library: ClassVar[str] = ""
+    # Names the plugin sets itself and a user may not, with the reason.
+    reserved: ClassVar[dict[str, str]] = {}
+    # The library's seed argument: a user's value wins over the request's seed.
+    seed_parameter: ClassVar[str | None] = None
 
     def default_params(self) -> dict[str, Any]:
         return {name: copy.deepcopy(param.default) for name, param in self.parameters.items()}
@@ -390,30 +425,111 @@ class ModelPlugin(abc.ABC):
     def search_space(self) -> dict[str, ParamSpec]:
         return {}
 
+    def library_defaults(self) -> Mapping[str, Any]:
+        """Every keyword argument the library accepts, with its default (None when unknown).
+        Read from the library itself; only called when a user passes a name beyond
+        `parameters`, so that listing or checking the defaults imports no ML library."""
+        return {}
+
+    def alias_groups(self) -> list[frozenset[str]]:
+        """Sets of names the library takes for one parameter (LightGBM's `eta` and
+        `learning_rate`)."""
+        return []
+
+    def seed_used(self, params: Mapping[str, Any], seed: int) -> int:
+        """The seed a fit with these checked parameters uses: the user's library-level seed
+        parameter when given, else the request's."""
+        if self.seed_parameter and params.get(self.seed_parameter) is not None:
+            return int(params[self.seed_parameter])
+        return seed
+
     def check_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with the user's parameters, each checked; unknown names are a 400."""
         if params is not None and not isinstance(params, Mapping):
             raise InvalidArgument(f"parameters of {self.key} must be an object")
         params = dict(params or {})
-        unknown = sorted(set(params) - set(self.parameters))
-        if unknown:
+        extra = set(params) - set(self.parameters)
+        if extra:
+            params = self._canonical_names(params)
+            extra = set(params) - set(self.parameters)
+        reserved = sorted(extra & set(self.reserved))
+        if reserved:
+            name = reserved[0]
             raise InvalidArgument(
-                f"unknown parameter(s) for {self.key}: {', '.join(unknown)}; "
-                f"valid: {', '.join(sorted(self.parameters))}",
-                reason="UNKNOWN_PARAMETER",
-                metadata={
-                    "plugin": self.key,
-                    "unknown": ",".join(unknown),
-                    "valid": ",".join(sorted(self.parameters)),
-                },
+                f"parameter {name!r} of {self.key} is set by mlmesh: {self.reserved[name]}",
+                reason="RESERVED_PARAMETER",
+                metadata={"plugin": self.key, "parameter": name},
             )
+        library = self.library_defaults() if extra else {}
+        unknown = sorted(extra - set(library))
+        if unknown:
+            raise self._unknown(unknown)
         merged = self.default_params()
         for name, value in params.items():
             try:
-                merged[name] = self.parameters[name].coerce(value)
+                if name in self.parameters:
+                    merged[name] = self.parameters[name].coerce(value)
+                elif name == self.seed_parameter:
+                    merged[name] = check_seed(_to_int(value) if _is_number(value) else value)
+                else:
+                    merged[name] = library_value(value, library[name])
             except ValueError as error:
                 raise invalid_parameter(self.key, name, str(error)) from error
-        return self._check_combination(merged)
+        merged = self._check_combination(merged)
+        if extra:
+            self._check_with_library(merged)
+        return merged
+
+    def _canonical_names(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Aliases renamed to the name the plugin uses for that parameter; two names for one
+        parameter are a 400, since the library would silently keep one of them."""
+        used = {*self.parameters, *self.reserved, self.seed_parameter} - {None}
+        renamed: dict[str, Any] = {}
+        for name, value in params.items():
+            group = next((g for g in self.alias_groups() if name in g), frozenset({name}))
+            canonical = next(iter(sorted(group & used)), name)
+            clash = [other for other in params if other != name and other in group]
+            if clash:
+                raise InvalidArgument(
+                    f"parameters {name!r} and {clash[0]!r} of {self.key} name the same "
+                    f"{self.library} parameter; give one",
+                    reason="DUPLICATE_PARAMETER",
+                    metadata={"plugin": self.key, "parameter": name},
+                )
+            renamed[canonical] = value
+        return renamed
+
+    def _unknown(self, unknown: list[str]) -> InvalidArgument:
+        checked_against = self.library or self.key
+        return InvalidArgument(
+            f"unknown parameter(s) for {self.key}: {', '.join(unknown)} "
+            f"(not accepted by {checked_against}); defaults: {', '.join(sorted(self.parameters))}",
+            reason="UNKNOWN_PARAMETER",
+            metadata={
+                "plugin": self.key,
+                "unknown": ",".join(unknown),
+                "checked_against": checked_against,
+            },
+        )
+
+    def _check_with_library(self, params: dict[str, Any]) -> None:
+        """The library's own check of the values (a constructor, its validation, or a one-round
+        fit on a few synthetic rows); its error becomes a 400 carrying its message."""
+        try:
+            self._probe(params)
+        except InvalidArgument:
+            raise
+        except Exception as error:  # each library raises its own types for a bad value
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            raise InvalidArgument(
+                f"{self.library} rejected the parameters of {self.key}: {message}",
+                reason="INVALID_PARAMETER_VALUE",
+                metadata={"plugin": self.key},
+            ) from error
+
+    def _probe(self, params: dict[str, Any]) -> None:
+        """Raise the library's error for parameters it refuses; plugins with library
+        parameters override it."""
 
     def _check_combination(self, params: dict[str, Any]) -> dict[str, Any]:
         """Rules across parameters; plugins override it. Must be idempotent."""

@@ -125,13 +125,11 @@ class RidgeCombiner:
     """Ridge regression on standardized member predictions, so alpha means the same whatever
     the scale of the returns."""
 
-    def __init__(self, alpha: float, predictions: np.ndarray, y: np.ndarray) -> None:
-        from sklearn.linear_model import Ridge
-
+    def __init__(self, options: dict[str, Any], predictions: np.ndarray, y: np.ndarray) -> None:
         self.mean = predictions.mean(axis=0)
         scale = predictions.std(axis=0)
         self.scale = np.where(scale > 0, scale, 1.0)
-        self.ridge = Ridge(alpha=alpha).fit((predictions - self.mean) / self.scale, y)
+        self.ridge = ridge(options).fit((predictions - self.mean) / self.scale, y)
 
     def predict(self, predictions: np.ndarray) -> np.ndarray:
         out = np.full(len(predictions), np.nan)
@@ -140,6 +138,13 @@ class RidgeCombiner:
             scaled = (predictions[rows] - self.mean) / self.scale
             out[rows] = self.ridge.predict(scaled)
         return out
+
+
+def ridge(options: dict[str, Any]) -> Any:
+    """The final estimator: `alpha` and any other keyword argument of scikit-learn's Ridge."""
+    from sklearn.linear_model import Ridge
+
+    return Ridge(**options)
 
 
 def time_ordered_folds(n_rows: int, n_splits: int) -> list[tuple[int, int]]:
@@ -161,6 +166,16 @@ class StackingEnsemblePlugin(EnsemblePlugin):
         "alpha": Param(1.0, "float", low=0.0),  # ridge penalty of the final estimator
         "n_splits": Param(3, "int", low=1, high=20),
     }
+    library = "sklearn.linear_model.Ridge"
+
+    def library_defaults(self) -> Mapping[str, Any]:
+        return ridge({}).get_params()
+
+    def _ridge_options(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if k not in ("members", "n_splits")}
+
+    def _probe(self, params: dict[str, Any]) -> None:
+        ridge(self._ridge_options(params))._validate_params()
 
     def search_space(self) -> dict[str, ParamSpec]:
         return {
@@ -181,6 +196,8 @@ class StackingEnsemblePlugin(EnsemblePlugin):
         rows = np.isfinite(predictions).all(axis=1)
         if rows.sum() < 2:
             raise TooLittleData(f"{self.key}: members predicted too few out-of-fold rows")
-        combiner = RidgeCombiner(params["alpha"], predictions[rows], y.to_numpy(np.float64)[rows])
+        combiner = RidgeCombiner(
+            self._ridge_options(params), predictions[rows], y.to_numpy(np.float64)[rows]
+        )
         members = fit_members(X, y, params["members"], seed)
         return EnsembleModel(self.key, members, combiner)

@@ -3,6 +3,8 @@ when available, predicts on the CPU."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -85,6 +87,23 @@ class LstmPlugin(ModelPlugin):
         "batch_size": Param(64, "int", low=1),
         "learning_rate": Param(1e-3, "float", positive=True),
     }
+    # Beyond these, the keyword arguments of the optimizer (weight_decay, betas, eps, amsgrad).
+    library = "torch.optim.Adam"
+    reserved = {"params": "the network's weights", "lr": "the plugin's learning_rate"}
+
+    def library_defaults(self) -> Mapping[str, Any]:
+        import torch
+
+        return {
+            arg.name: arg.default
+            for arg in inspect.signature(torch.optim.Adam.__init__).parameters.values()
+            if arg.name not in ("self", *self.reserved)
+        }
+
+    def _probe(self, params: dict[str, Any]) -> None:
+        from mlmesh_training.plugins import _lstm_net
+
+        _lstm_net.optimizer([], params)
 
     def search_space(self) -> dict[str, ParamSpec]:
         return {
@@ -111,10 +130,11 @@ class LstmPlugin(ModelPlugin):
         scaled_y = (y.to_numpy(dtype=np.float64) - y_mean) / y_scale
         windows = _lstm_net.sliding_windows(scaled_x, lookback)
         # The window ending at row t predicts y[t]: the target is already a forward return.
-        network = _lstm_net.train(windows, scaled_y[lookback - 1 :], params, seed)
+        network, optimizer = _lstm_net.train(windows, scaled_y[lookback - 1 :], params, seed)
         state = {
             "features": [str(c) for c in X.columns],
             "params": dict(params),
+            "optimizer": optimizer,  # the settings the optimizer trained with
             # Plain floats: exact in float64, and loadable with torch.load(weights_only=True).
             "x_mean": x_mean.tolist(),
             "x_scale": x_scale.tolist(),

@@ -3,7 +3,9 @@ with GARCH volatility (arch). Both are deterministic maximum-likelihood fits: th
 
 from __future__ import annotations
 
+import inspect
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -19,6 +21,7 @@ from mlmesh_training.plugins.base import (
     PickledModel,
     feature_matrix,
     invalid_parameter,
+    probe_data,
 )
 
 
@@ -82,6 +85,44 @@ class ArimaPlugin(ModelPlugin):
         "q": Param(0, "int", low=0, high=10),
         "trend": Param("c", "str", choices=("n", "c", "t", "ct")),
     }
+    library = "statsmodels.tsa.statespace.sarimax.SARIMAX"
+    reserved = {"exog": "the features are the exogenous regressors", "endog": "the target"}
+
+    def library_defaults(self) -> Mapping[str, Any]:
+        from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+        signature = inspect.signature(SARIMAX.__init__).parameters.values()
+        return {
+            arg.name: None if arg.default is inspect.Parameter.empty else arg.default
+            for arg in signature
+            if arg.kind is arg.POSITIONAL_OR_KEYWORD and arg.name not in ("self", "order")
+        }
+
+    def check_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        # statsmodels' `order` is (p, d, q): it sets the three, and may not contradict them.
+        if isinstance(params, Mapping) and "order" in params:
+            params = dict(params)
+            order = params.pop("order")
+            if not isinstance(order, list | tuple) or len(order) != 3:
+                raise invalid_parameter(self.key, "order", f"must be [p, d, q], got {order!r}")
+            for name, value in zip("pdq", order, strict=True):
+                if name in params and params[name] != value:
+                    raise invalid_parameter(
+                        self.key, "order", f"contradicts {name}={params[name]!r}; give one"
+                    )
+                params[name] = value
+        return super().check_params(params)
+
+    def _model(self, y: np.ndarray, x: np.ndarray, params: dict[str, Any]) -> Any:
+        from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+        extra = {name: value for name, value in params.items() if name not in self.parameters}
+        order = (params["p"], params["d"], params["q"])
+        return SARIMAX(y, exog=x, order=order, trend=params["trend"], **extra)
+
+    def _probe(self, params: dict[str, Any]) -> None:
+        x, y = probe_data()
+        self._model(y, x, params)
 
     def search_space(self) -> dict[str, ParamSpec]:
         # Returns are stationary: d stays 0 (and a constant cannot be combined with d > 0).
@@ -101,14 +142,11 @@ class ArimaPlugin(ModelPlugin):
         return params
 
     def _fit(self, X: pd.DataFrame, y: pd.Series, params: dict[str, Any], seed: int) -> FittedModel:
-        from statsmodels.tsa.statespace.sarimax import SARIMAX
-
         x = X.to_numpy(dtype=np.float64)
         # Standardized regressors keep the likelihood well-conditioned (RSI ~ 50 beside returns
         # ~ 0.01 stops L-BFGS short of convergence).
         scaler = Standardizer(x)
-        order = (params["p"], params["d"], params["q"])
-        model = SARIMAX(y.to_numpy(np.float64), exog=scaler(x), order=order, trend=params["trend"])
+        model = self._model(y.to_numpy(np.float64), scaler(x), params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # convergence chatter; the fit is still usable
             result = model.fit(disp=False)
@@ -175,6 +213,30 @@ class GarchPlugin(ModelPlugin):
         "q": Param(1, "int", low=0, high=5),
         "dist": Param("normal", "str", choices=("normal", "t", "skewt", "ged")),
     }
+    library = "arch.arch_model"
+    reserved = {
+        "y": "the target",
+        "x": "the features are the regressors",
+        "rescale": "the target is scaled by 100 before the fit, and predictions back",
+    }
+
+    def library_defaults(self) -> Mapping[str, Any]:
+        from arch import arch_model
+
+        return {
+            arg.name: arg.default
+            for arg in inspect.signature(arch_model).parameters.values()
+            if arg.name not in self.reserved
+        }
+
+    def _model(self, y: np.ndarray, x: np.ndarray, params: dict[str, Any]) -> Any:
+        from arch import arch_model
+
+        return arch_model(y, x=x, **{"vol": "GARCH", **params, "rescale": False})
+
+    def _probe(self, params: dict[str, Any]) -> None:
+        x, y = probe_data(64)
+        self._model(y * GARCH_SCALE, x, params)
 
     def search_space(self) -> dict[str, ParamSpec]:
         return {
@@ -193,21 +255,8 @@ class GarchPlugin(ModelPlugin):
         return params
 
     def _fit(self, X: pd.DataFrame, y: pd.Series, params: dict[str, Any], seed: int) -> FittedModel:
-        from arch import arch_model
-
         train_y = y.to_numpy(np.float64) * GARCH_SCALE
-        model = arch_model(
-            train_y,
-            x=X.to_numpy(dtype=np.float64),
-            mean=params["mean"],
-            lags=params["lags"],
-            vol="GARCH",
-            p=params["p"],
-            o=params["o"],
-            q=params["q"],
-            dist=params["dist"],
-            rescale=False,
-        )
+        model = self._model(train_y, X.to_numpy(dtype=np.float64), params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = model.fit(disp="off", show_warning=False)
