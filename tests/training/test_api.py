@@ -50,8 +50,8 @@ def test_dataset_upload_dedupe_preview_and_list(api, spx):
     bars = spx["bars"]
     assert bars["kind"] == "bars" and "close" in bars["columns"] and bars["row_count"] > 600
     assert bars["start_date"] < bars["end_date"] and len(bars["version_hash"]) == 64
-    again = upload(api, bars_csv(), kind="bars", symbol="SPX")
-    assert again.status_code == 201 and again.json()["id"] == bars["id"]
+    again = upload(api, bars_csv(), kind="bars", symbol="SPX", name="spx-bars")
+    assert again.status_code == 200 and again.json() == bars
     preview = api("GET", f"{DATASETS}/{spx['features']['id']}/preview", params={"rows": 3}).json()
     assert len(preview["rows"]) == 3 and "timestamp" in preview["rows"][0]
     listed = api("GET", DATASETS, params={"kind": "features"}).json()
@@ -64,6 +64,119 @@ def test_dataset_upload_dedupe_preview_and_list(api, spx):
         headers={"content-type": "text/csv"},
     )
     assert raw.status_code == 201, raw.text
+
+
+def test_identical_bytes_under_other_metadata_are_other_datasets(api, tenant, training_process):
+    data = bars_csv()
+    first = upload(api, data, kind="bars", symbol="AAA")
+    other_symbol = upload(api, data, kind="bars", symbol="BBB")
+    other_kind = upload(api, data, kind="features", symbol="BBB")
+    other_timeframe = upload(api, data, kind="bars", symbol="AAA", timeframe="1h")
+    other_name = upload(api, data, kind="bars", symbol="AAA", name="aaa-copy")
+    created = [first, other_symbol, other_kind, other_timeframe, other_name]
+    assert [r.status_code for r in created] == [201] * 5, [r.text for r in created]
+    records = [r.json() for r in created]
+    assert len({r["id"] for r in records}) == 5
+    assert [(r["kind"], r["symbol"], r["timeframe"]) for r in records] == [
+        ("bars", "AAA", "1d"),
+        ("bars", "BBB", "1d"),
+        ("features", "BBB", "1d"),
+        ("bars", "AAA", "1h"),
+        ("bars", "AAA", "1d"),
+    ]
+    assert len({r["version_hash"] for r in records}) == 1
+    # Identical bytes and metadata: the existing record, 200, nothing new stored.
+    again = upload(api, data, kind="bars", symbol="BBB")
+    assert again.status_code == 200 and again.json() == records[1]
+    assert "location" not in again.headers
+    listed = api("GET", DATASETS, params={"limit": 100}).json()
+    assert listed["total"] == 5
+    # One stored table per content and kind, shared by the records: no orphan folders.
+    root = training_process.log_path.parent / "artifacts" / tenant / "datasets"
+    tables = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    digest = records[0]["version_hash"]
+    assert tables == [f"{digest}/bars.parquet", f"{digest}/features.parquet"]
+    # The BBB bars train BBB models (the upload was not merged into AAA's).
+    model = create_model(api)
+    body = train_body({"features": records[2]})
+    body["dataset"]["symbol"] = "BBB"
+    trained = api("POST", f"{MODELS}/{model['id']}/train", json=body)
+    assert trained.status_code == 200, trained.text
+    assert trained.json()["bars_id"] == records[1]["id"]
+
+
+def test_the_bars_dataset_a_training_uses_is_named(api, spx, mlflow_server):
+    older = spx["bars"]
+    newer = upload(api, bars_csv(650), kind="bars", symbol="SPX", name="spx-bars-650")
+    assert newer.status_code == 201, newer.text
+    newer = newer.json()
+    model = create_model(api)
+    url = f"{MODELS}/{model['id']}/train"
+    # Without bars_id, the newest bars of the symbol and timeframe.
+    default = api("POST", url, json=train_body(spx)).json()
+    assert (default["bars_id"], default["bars_version_hash"]) == (
+        newer["id"],
+        newer["version_hash"],
+    )
+    body = train_body(spx)
+    body["dataset"]["bars_id"] = older["id"]
+    chosen = api("POST", url, json=body)
+    assert chosen.status_code == 200, chosen.text
+    chosen = chosen.json()
+    assert (chosen["bars_id"], chosen["bars_version_hash"]) == (older["id"], older["version_hash"])
+    run = MlflowClient(mlflow_server.url).get_run(chosen["mlflow_run_id"])
+    assert run.data.tags["bars_id"] == older["id"]
+    assert run.data.tags["dataset_version"] == older["version_hash"][:16]
+    experiment = api("GET", f"/api/v1/experiments/{chosen['experiment_id']}").json()
+    assert experiment["tags"]["bars_id"] == older["id"]
+    assert experiment["dataset_version"] == older["version_hash"][:16]
+    # A bars_id that is not bars, of another symbol, or unknown.
+    for bars_id, symbol, status, why in [
+        (spx["features"]["id"], "SPX", 400, "NOT_A_BARS_DATASET"),
+        (older["id"], "QQQ", 400, "BARS_MISMATCH"),
+        (str(uuid.uuid4()), "SPX", 404, "DATASET_NOT_FOUND"),
+    ]:
+        body["dataset"].update(bars_id=bars_id, symbol=symbol)
+        refused = api("POST", url, json=body)
+        assert refused.status_code == status and reason(refused) == why, refused.text
+    assert api("GET", f"{MODELS}/{model['id']}").json()["version"] == 3
+
+
+def test_library_parameters_reach_the_trained_model(api, spx, mlflow_server):
+    parameters = {
+        **FAST_PARAMS,
+        "random_state": 11,
+        "min_samples_split": 4,
+        "criterion": "absolute_error",
+    }
+    model = create_model(api, parameters=parameters)
+    assert model["parameters"] == parameters
+    trained = api("POST", f"{MODELS}/{model['id']}/train", json=train_body(spx, seed=3))
+    assert trained.status_code == 200, trained.text
+    result = trained.json()
+    fitted = get_plugin("ml.random_forest").load(
+        Path(result["artifact_uri"].removeprefix("file://")).read_bytes()
+    )
+    tree = fitted.estimator.estimators_[0]
+    assert (tree.min_samples_split, tree.criterion) == (4, "absolute_error")
+    assert fitted.estimator.random_state == 11
+    # The user's random_state won over the request's seed, and the run says so.
+    run = MlflowClient(mlflow_server.url).get_run(result["mlflow_run_id"])
+    assert run.data.params["seed"] == "11"
+    unknown = api(
+        "POST",
+        MODELS,
+        json={"name": "m", "model_type": "random_forest", "parameters": {"colour": "red"}},
+    )
+    assert unknown.status_code == 400 and reason(unknown) == "UNKNOWN_PARAMETER"
+    assert "sklearn.ensemble.RandomForestRegressor" in unknown.json()["message"]
+    bad = api(
+        "POST",
+        MODELS,
+        json={"name": "m", "model_type": "xgboost", "parameters": {"tree_method": "bogus"}},
+    )
+    assert bad.status_code == 400 and reason(bad) == "INVALID_PARAMETER_VALUE"
+    assert "bogus" in bad.json()["message"]
 
 
 @pytest.mark.parametrize(
@@ -296,3 +409,14 @@ def test_model_and_dataset_lists_and_deletes(api, spx):
     assert api("DELETE", f"{DATASETS}/{feature_id}").status_code == 204
     assert api("GET", f"{DATASETS}/{feature_id}").status_code == 404
     assert api("GET", DATASETS).json()["total"] == 1
+
+
+def test_a_dataset_stored_before_content_addressing_still_reads(api, tenant, training_process):
+    dataset = upload(api, features_csv(40), kind="features", symbol="OLD").json()
+    root = training_process.log_path.parent / "artifacts" / tenant / "datasets"
+    legacy = root / dataset["id"] / "data.parquet"  # where earlier versions kept its table
+    legacy.parent.mkdir(parents=True)
+    (root / dataset["version_hash"] / "features.parquet").rename(legacy)
+    preview = api("GET", f"{DATASETS}/{dataset['id']}/preview", params={"rows": 2})
+    assert preview.status_code == 200, preview.text
+    assert len(preview.json()["rows"]) == 2

@@ -47,6 +47,7 @@ class Lineage:
     git_commit: str
     dataset_version: str
     feature_version: str
+    bars_id: str = ""  # the bars dataset whose content dataset_version names
     model_version: str = ""
     run_type: str = "training"
 
@@ -56,6 +57,7 @@ class Lineage:
             "strategy_id": self.strategy_id,
             "git_commit": self.git_commit,
             "dataset_version": self.dataset_version,
+            "bars_id": self.bars_id,
             "feature_version": self.feature_version,
             "model_version": self.model_version,
         }

@@ -67,6 +67,7 @@ class TrainingData:
     folds: list
     dataset_version: str
     feature_version: str
+    bars: Dataset  # the dataset the target came from
 
     def shared(self) -> EvalData:
         """The data in Ray's object store, once for every evaluation that uses it."""
@@ -242,7 +243,9 @@ class TrainingService:
         timeframe: str,
         content_type: str,
         body: bytes,
-    ) -> Dataset:
+    ) -> tuple[Dataset, bool]:
+        """The new dataset and True, or the tenant's existing one of identical content and
+        metadata and False."""
         if not symbol or len(symbol) > 64:
             raise InvalidArgument("symbol must be 1..64 characters", reason="INVALID_SYMBOL")
         timeframe = timeframe or "1d"
@@ -250,12 +253,13 @@ class TrainingService:
         _, data = parse_upload(content_type, body, "upload")
         frame = ds.parse_table(data, kind)
         version_hash = hashlib.sha256(data).hexdigest()
-        dataset_id = str(uuid.uuid4())
+        # Content-addressed: datasets of one content and kind share the table, and an upload
+        # that turns out to be an existing dataset rewrites the same file, leaving no orphan.
         stored = await self._artifacts.put(
-            tenant, "datasets", dataset_id, "data.parquet", ds.to_parquet(frame)
+            tenant, "datasets", version_hash, f"{kind}.parquet", ds.to_parquet(frame)
         )
         dataset = Dataset(
-            id=dataset_id,
+            id=str(uuid.uuid4()),
             tenant=tenant,
             name=(name or f"{symbol}-{kind}-{timeframe}")[:255],
             kind=kind,
@@ -285,7 +289,11 @@ class TrainingService:
         return page(items, offset, total)
 
     async def _frame(self, dataset: Dataset) -> pd.DataFrame:
-        data = await self._artifacts.get(dataset.tenant, "datasets", dataset.id, "data.parquet")
+        tenant, hash_, kind = dataset.tenant, dataset.version_hash, dataset.kind
+        try:
+            data = await self._artifacts.get(tenant, "datasets", hash_, f"{kind}.parquet")
+        except NotFound:  # uploaded before tables were content-addressed: its own folder
+            data = await self._artifacts.get(tenant, "datasets", dataset.id, "data.parquet")
         return ds.from_parquet(data)
 
     async def preview_dataset(
@@ -335,14 +343,7 @@ class TrainingService:
         if start is not None and end is not None and start >= end:
             raise InvalidArgument("start_date must be before end_date", reason="INVALID_DATES")
         features = await self._feature_datasets(tenant, list(spec.feature_ids))
-        timeframe = spec.timeframe or "1d"
-        bars = await self._store.find_bars(tenant, spec.symbol, timeframe)
-        if bars is None:
-            raise NotFound(
-                f"no bars dataset for symbol {spec.symbol!r} and timeframe {timeframe}",
-                reason="BARS_NOT_FOUND",
-                metadata={"symbol": spec.symbol, "timeframe": timeframe},
-            )
+        bars = await self._bars(tenant, spec)
         close = (await self._frame(bars))["close"]
         frames = [(d.name or d.id[:8], await self._frame(d)) for d in features]
         assembled = ds.assemble(close, frames, target_horizon=horizon, start=start, end=end)
@@ -356,7 +357,36 @@ class TrainingService:
             folds=split(len(assembled.X), cv, horizon),
             dataset_version=bars.version_hash[:16],
             feature_version=hashlib.sha256(feature_hashes.encode()).hexdigest()[:16],
+            bars=bars,
         )
+
+    async def _bars(self, tenant: str, spec: pb.DatasetSpec) -> Dataset:
+        """The bars dataset `bars_id` names, or else the newest of the symbol and timeframe."""
+        timeframe = spec.timeframe or "1d"
+        if not spec.bars_id:
+            bars = await self._store.find_bars(tenant, spec.symbol, timeframe)
+            if bars is None:
+                raise NotFound(
+                    f"no bars dataset for symbol {spec.symbol!r} and timeframe {timeframe}",
+                    reason="BARS_NOT_FOUND",
+                    metadata={"symbol": spec.symbol, "timeframe": timeframe},
+                )
+            return bars
+        bars = await self.get_dataset(tenant, spec.bars_id)
+        if bars.kind != "bars":
+            raise InvalidArgument(
+                f"dataset {bars.id} is a {bars.kind} dataset, not bars",
+                reason="NOT_A_BARS_DATASET",
+                metadata={"bars_id": bars.id},
+            )
+        if (spec.symbol and spec.symbol != bars.symbol) or timeframe != bars.timeframe:
+            raise InvalidArgument(
+                f"bars dataset {bars.id} is {bars.symbol} {bars.timeframe}, not "
+                f"{spec.symbol or bars.symbol} {timeframe}",
+                reason="BARS_MISMATCH",
+                metadata={"bars_id": bars.id},
+            )
+        return bars
 
     async def _feature_datasets(self, tenant: str, ids: list[str]) -> list[Dataset]:
         if not ids:
@@ -455,6 +485,8 @@ class TrainingService:
             mlflow_run_id=run_id,
             experiment_id=experiment_id,
             model_version=version,
+            bars_id=data.bars.id,
+            bars_version_hash=data.bars.version_hash,
         )
 
     async def train_async(self, tenant: str, job: TrainJob, request: dict[str, Any]) -> Task:
@@ -794,7 +826,7 @@ class TrainingService:
                 "mlflow_run_id": mlflow_run_id,
                 "parameters": parameters,
                 "metrics": metrics,
-                "tags": tags,
+                "tags": {**tags, "bars_id": data.bars.id},
                 **fields,
             },
         )
@@ -806,6 +838,7 @@ class TrainingService:
             git_commit=self._git_commit,
             dataset_version=data.dataset_version,
             feature_version=data.feature_version,
+            bars_id=data.bars.id,
             run_type=run_type,
         )
 

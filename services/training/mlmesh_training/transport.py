@@ -174,7 +174,7 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
     # --- datasets ------------------------------------------------------------------------
 
     async def CreateDataset(self, request, context):
-        dataset = await self._service.create_dataset(
+        dataset, created = await self._service.create_dataset(
             tenant_of(context),
             name=request.name,
             kind=request.kind,
@@ -183,7 +183,8 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
             content_type=request.upload.content_type,
             body=request.upload.data,
         )
-        await set_http_status(context, 201, f"/api/v1/datasets/{dataset.id}")
+        if created:  # an identical re-upload answers its existing dataset with 200
+            await set_http_status(context, 201, f"/api/v1/datasets/{dataset.id}")
         return dataset.to_proto()
 
     async def ListDatasets(self, request, context):

@@ -529,7 +529,8 @@ class ModelPlugin(abc.ABC):
 
     def _probe(self, params: dict[str, Any]) -> None:
         """Raise the library's error for parameters it refuses; plugins with library
-        parameters override it."""
+        parameters override it (a plugin without them has nothing more to check)."""
+        return None
 
     def _check_combination(self, params: dict[str, Any]) -> dict[str, Any]:
         """Rules across parameters; plugins override it. Must be idempotent."""

@@ -32,8 +32,10 @@ class TrainingStore(abc.ABC):
     async def delete_model(self, model_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def create_dataset(self, dataset: Dataset) -> Dataset:
-        """Stores `dataset`, or returns the tenant's existing one with the same version_hash."""
+    async def create_dataset(self, dataset: Dataset) -> tuple[Dataset, bool]:
+        """Stores `dataset` and returns it with True, or returns the tenant's existing dataset
+        with the same content and metadata (version_hash, kind, symbol, timeframe, name) with
+        False."""
 
     @abc.abstractmethod
     async def get_datasets(self, ids: Sequence[str]) -> dict[str, Dataset]: ...

@@ -52,8 +52,17 @@ class DatasetRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
     __table_args__ = (
-        # Identical content uploaded twice by a tenant is one dataset.
-        Index("uq_datasets_tenant_hash", "tenant", "version_hash", unique=True),
+        # Identical content with identical metadata, uploaded twice by a tenant, is one dataset.
+        Index(
+            "uq_datasets_identity",
+            "tenant",
+            "version_hash",
+            "kind",
+            "symbol",
+            "timeframe",
+            "name",
+            unique=True,
+        ),
         Index("ix_datasets_tenant_symbol", "tenant", "symbol", "timeframe", "kind"),
     )
 

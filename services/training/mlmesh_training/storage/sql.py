@@ -89,21 +89,16 @@ class SqlTrainingStore(TrainingStore):
 
     # --- datasets ------------------------------------------------------------------------
 
-    async def create_dataset(self, dataset: Dataset) -> Dataset:
+    async def create_dataset(self, dataset: Dataset) -> tuple[Dataset, bool]:
         try:
             await self._insert(DatasetRow, dataset)
-            return dataset
+            return dataset, True
         except IntegrityError:
+            identity = ("tenant", "version_hash", "kind", "symbol", "timeframe", "name")
+            same = [getattr(DatasetRow, name) == getattr(dataset, name) for name in identity]
             async with self._reader.connect() as conn:
-                row = (
-                    await conn.execute(
-                        select(DatasetRow.__table__).where(
-                            DatasetRow.tenant == dataset.tenant,
-                            DatasetRow.version_hash == dataset.version_hash,
-                        )
-                    )
-                ).one()
-                return self._entity(DatasetRow, row)
+                row = (await conn.execute(select(DatasetRow.__table__).where(*same))).one()
+                return self._entity(DatasetRow, row), False
 
     async def get_datasets(self, ids: Sequence[str]) -> dict[str, Dataset]:
         return await self._get(DatasetRow, ids)
