@@ -117,6 +117,7 @@ def test_compare_experiments_takes_a_bare_array(api, registry_gateway):
     assert response.status_code == 200, response.text
     body = response.json()
     assert [e["id"] for e in body["experiments"]] == [a["id"], b["id"]]
+    assert set(body["metric_diff"]["mse"]) == {"values", "best_id", "best_value", "direction"}
     assert body["metric_diff"]["mse"]["best_id"] == b["id"]
     assert body["metric_diff"]["mse"]["direction"] == "MINIMIZE"
     assert body["metric_diff"]["directional_accuracy"]["best_id"] == a["id"]
@@ -226,7 +227,14 @@ def test_compare_runs(api):
         ids.append(run["id"])
     body = api("POST", f"{API}/runs/compare", json={"run_ids": ids}).json()
     assert [r["run_id"] for r in body["runs"]] == ids
-    assert body["metric_diff"]["sharpe"]["best_id"] == ids[1]
+    # The tracking service's field names: a run comparison names its best run `best_run_id`.
+    assert set(body["metric_diff"]["sharpe"]) == {
+        "values",
+        "best_run_id",
+        "best_value",
+        "direction",
+    }
+    assert body["metric_diff"]["sharpe"]["best_run_id"] == ids[1]
     assert body["param_diff"]["lr"]["varies"] is True
     missing = api("POST", f"{API}/runs/compare", json={"run_ids": [ids[0], "nope"]})
     assert missing.status_code == 404

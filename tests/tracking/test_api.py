@@ -247,6 +247,7 @@ def test_compare_keeps_input_order_and_picks_best_by_direction(rest, seed):
     assert [r["run_id"] for r in body["runs"]] == [bt, a, b]
     assert body["runs"][1]["run_type"] == "training" and body["runs"][0]["run_type"] == "backtest"
     mse = body["metric_diff"]["mse"]
+    assert set(mse) == {"values", "best_run_id", "best_value", "direction"}
     assert mse["direction"] == "MINIMIZE" and mse["best_run_id"] == b and mse["best_value"] == 0.3
     assert mse["values"] == {bt: None, a: pytest.approx(0.41), b: 0.3}
     sharpe = body["metric_diff"]["sharpe"]

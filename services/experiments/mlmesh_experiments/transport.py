@@ -19,13 +19,16 @@ API = "/api/v1/experiments"
 _DIRECTIONS = {"maximize": pb.MetricDiff.MAXIMIZE, "minimize": pb.MetricDiff.MINIMIZE}
 
 
-def _metric_diffs(diffs: dict[str, MetricDiff]) -> dict[str, pb.MetricDiff]:
+def _metric_diffs(diffs: dict[str, MetricDiff], runs: bool = False) -> dict:
+    """Experiment-record diffs name their best `best_id`; run diffs `best_run_id`, as the
+    tracking service's do."""
+    message, best = (pb.RunMetricDiff, "best_run_id") if runs else (pb.MetricDiff, "best_id")
     return {
-        key: pb.MetricDiff(
+        key: message(
             values={i: nullable(v) for i, v in diff.values.items()},
-            best_id=nullable(diff.best_id),
             best_value=nullable(diff.best_value),
             direction=_DIRECTIONS[diff.direction],
+            **{best: nullable(diff.best_id)},
         )
         for key, diff in diffs.items()
     }
@@ -242,6 +245,6 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
                 )
                 for r in result.runs
             ],
-            metric_diff=_metric_diffs(result.metric_diff),
+            metric_diff=_metric_diffs(result.metric_diff, runs=True),
             param_diff=_param_diffs(result.param_diff),
         )
