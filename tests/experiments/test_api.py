@@ -134,6 +134,31 @@ def test_compare_experiments_takes_a_bare_array(api, registry_gateway):
     assert api("POST", f"{API}/compare", json=[a["id"], theirs["id"]]).status_code == 403
 
 
+def test_an_object_given_to_a_map_value_is_a_400_that_names_the_field(api):
+    experiment = create_experiment(api, name=f"maps-{uuid.uuid4().hex[:6]}")
+    run = create_run(api, experiment["id"])
+    cases = [
+        ("POST", API, {"name": "never-stored", "tags": {"k": {}}}, "experiment.tags"),
+        ("POST", f"{API}/runs", {"experiment_id": experiment["id"], "tags": {"k": {}}}, "tags"),
+        ("POST", f"{API}/runs/{run['id']}/log-params", {"params": {"k": {}}}, "params"),
+        ("POST", f"{API}/runs/{run['id']}/log-metrics", {"metrics": {"k": {}}}, "metrics"),
+        ("PATCH", f"{API}/{experiment['id']}", {"metrics": {"k": {"x": 1}}}, "experiment.metrics"),
+    ]
+    for method, path, body, field in cases:
+        response = api(method, path, json=body)
+        assert response.status_code == 400, (path, response.status_code, response.text)
+        assert reason(response) == "UNDECODABLE_REQUEST"
+        assert f"field {field!r}" in response.json()["message"]
+    # Nothing was written.
+    assert api("GET", API, params={"search": "never-stored"}).json()["total"] == 0
+    assert (
+        api("GET", f"{API}/runs", params={"experiment_id": experiment["id"]}).json()["total"] == 1
+    )
+    stored = api("GET", f"{API}/runs/{run['id']}").json()
+    assert stored["params"] == {} and stored["metrics"] == {}
+    assert api("GET", f"{API}/{experiment['id']}").json()["metrics"] == {}
+
+
 def test_literal_segments_are_never_ids(api):
     run = create_run(api, name="literal")
     runs = api("GET", f"{API}/runs")

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import random
+import re
+import uuid
+
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -26,10 +35,11 @@ def fuzz_api(
     min_operations: int,
     max_examples: int,
     headers: dict[str, str] | None = None,
+    seed: int | None = None,
 ) -> None:
     """Fuzzes every operation whose path matches `path_regex`: no answer may be a 5xx or stray
     from the document. Fails unless both accepted and refused requests were seen, so that a
-    run that never reached the service cannot pass."""
+    run that never reached the service cannot pass. Derandomized unless a `seed` is given."""
     schema = schemathesis.openapi.from_url(f"{base_url}/api/v1/openapi.json")
     operations = [
         result.ok() for result in schema.include(path_regex=path_regex).get_all_operations()
@@ -37,18 +47,86 @@ def fuzz_api(
     assert len(operations) >= min_operations, [op.label for op in operations]
     statuses: list[int] = []
     for operation in operations:
+        # A seeded run also sends cases that break the schema (wrong types, missing fields).
+        modes = [GenerationMode.POSITIVE] + ([GenerationMode.NEGATIVE] if seed is not None else [])
+        strategy = st.one_of(*(operation.as_strategy(generation_mode=mode) for mode in modes))
 
-        @given(case=operation.as_strategy())
+        @given(case=strategy)
         @settings(
             max_examples=max_examples,
             deadline=None,
             suppress_health_check=list(HealthCheck),
-            derandomize=True,
+            derandomize=seed is None,
             database=None,
         )
         def fuzz(case):
             response = case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS)
             statuses.append(response.status_code)
 
-        fuzz()
+        (fuzz if seed is None else hypothesis_seed(seed)(fuzz))()
     assert any(code < 300 for code in statuses) and any(400 <= code < 500 for code in statuses)
+
+
+def fuzz_seed() -> int:
+    """A new seed for each run (or `MLMESH_FUZZ_SEED`'s), printed so that a failure replays."""
+    seed = int(os.environ.get("MLMESH_FUZZ_SEED") or random.randrange(2**32))
+    print(f"fuzz seed {seed}; replay with MLMESH_FUZZ_SEED={seed}")
+    return seed
+
+
+# A value of each JSON type: every body field gets each one that its schema does not allow.
+WRONG_VALUES = {"object": {"k": 1}, "array": [1], "number": 1.5, "string": "x", "boolean": True}
+
+
+def _resolve(document: dict, schema: dict) -> dict:
+    while "$ref" in schema:
+        target = document
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        schema = target
+    return schema
+
+
+def _wrong_bodies(document: dict, schema: dict) -> list[dict]:
+    """One body per (field, wrong JSON type), for the top-level fields and the values of
+    map fields (`additionalProperties`)."""
+    bodies = []
+    for name, field in _resolve(document, schema).get("properties", {}).items():
+        field = _resolve(document, field)
+        if field.get("readOnly") or field.get("description", "").startswith("Output only"):
+            continue  # ignored on input, whatever its type
+        declared = field.get("type")
+        extra = field.get("additionalProperties")
+        values = _resolve(document, extra) if isinstance(extra, dict) else {}
+        for kind, wrong in WRONG_VALUES.items():
+            if kind != declared and not (kind == "number" and declared == "integer"):
+                bodies.append({name: wrong})
+            if values and kind != values.get("type"):
+                bodies.append({name: {"k": wrong}})
+    return bodies
+
+
+def fuzz_wrong_types(
+    base_url: str, path_regex: str, *, min_operations: int, headers: dict | None = None
+) -> None:
+    """Every JSON-bodied operation whose path matches `path_regex`, each body field (and each
+    map's values) given every JSON type its schema does not allow: the answer is a 4xx, never
+    a 5xx (a corrupt message must not reach a service as an internal error)."""
+    document = requests.get(f"{base_url}/api/v1/openapi.json", timeout=10).json()
+    operations = 0
+    failures = []
+    for path, methods in document["paths"].items():
+        if not re.search(path_regex, path):
+            continue
+        url = base_url + re.sub(r"\{[^}]+\}", str(uuid.uuid4()), path.replace("=**", ""))
+        for method, operation in methods.items():
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is None:
+                continue
+            operations += 1
+            for wrong in _wrong_bodies(document, body["schema"]):
+                response = requests.request(method, url, json=wrong, headers=headers, timeout=30)
+                if not 400 <= response.status_code < 500:
+                    failures.append((method.upper(), path, wrong, response.status_code))
+    assert operations >= min_operations, operations
+    assert not failures, failures

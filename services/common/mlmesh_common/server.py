@@ -17,11 +17,13 @@ from typing import Any
 import grpc
 import structlog
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mlmesh_common.errors import ERROR_DOMAIN, DomainError
+from mlmesh_common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
 from mlmesh_common.tenancy import TENANT_HEADER
 
 log = structlog.get_logger("mlmesh.rpc")
@@ -71,8 +73,75 @@ async def _abort_internal(context: grpc.aio.ServicerContext, request_id: str) ->
     )
 
 
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise DecodeError("truncated varint")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _undecodable_field(message_class: Any, data: bytes) -> str | None:
+    """The dotted path of the field whose bytes do not decode, found by decoding each field
+    alone and descending into message fields; None when the framing itself is broken."""
+    fields = message_class.DESCRIPTOR.fields_by_number
+    pos = 0
+    try:
+        while pos < len(data):
+            start = pos
+            key, pos = _varint(data, pos)
+            wire_type = key & 7
+            payload = pos
+            if wire_type == 0:
+                _, pos = _varint(data, pos)
+            elif wire_type == 2:
+                length, payload = _varint(data, pos)
+                pos = payload + length
+            elif wire_type in (1, 5):
+                pos += 8 if wire_type == 1 else 4
+            else:
+                return None
+            try:
+                message_class.FromString(data[start:pos])
+            except DecodeError:
+                field = fields.get(key >> 3)
+                if field is None:
+                    return None
+                nested = field.message_type
+                if nested is not None and not nested.GetOptions().map_entry and wire_type == 2:
+                    inner = _undecodable_field(GetMessageClass(nested), data[payload:pos])
+                    if inner:
+                        return f"{field.name}.{inner}"
+                return field.name
+    except DecodeError:
+        return None
+    return None
+
+
+def decode_request(deserialize: Callable[[bytes], Any], data: bytes) -> Any:
+    """The request message, or a 400 naming the field that does not decode (the gateway's
+    transcoder passes a JSON object given to a map's string value on as corrupt bytes)."""
+    try:
+        return deserialize(data)
+    except DecodeError as error:
+        message_class = getattr(deserialize, "__self__", None)
+        name = _undecodable_field(message_class, data) if message_class is not None else None
+        what = message_class.DESCRIPTOR.name if message_class is not None else "request"
+        problem = f"the value of field {name!r} has the wrong type" if name else str(error)
+        raise InvalidArgument(
+            f"the {what} could not be decoded: {problem}",
+            reason="UNDECODABLE_REQUEST",
+            metadata={"field": name} if name else {},
+        ) from error
+
+
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Logs every call with its request id and maps domain exceptions to gRPC status codes."""
+    """Logs every call with its request id, decodes its request (an undecodable one is a 400)
+    and maps domain exceptions to gRPC status codes."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -86,15 +155,17 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             "method": method,
             "tenant": metadata.get(TENANT_HEADER) or "default",
         }
+        # The wrapped handlers take the raw bytes and decode them inside the error mapping.
+        deserialize = handler.request_deserializer or (lambda data: data)
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
-            async def unary_unary(request, context):
+            async def unary_unary(data, context):
                 with structlog.contextvars.bound_contextvars(**fields):
                     started = time.perf_counter()
                     code = grpc.StatusCode.OK
                     try:
-                        return await inner(request, context)
+                        return await inner(decode_request(deserialize, data), context)
                     except DomainError as error:
                         code = error.code
                         await _abort(context, error)
@@ -113,16 +184,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         )
 
             return grpc.unary_unary_rpc_method_handler(
-                unary_unary,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                unary_unary, response_serializer=handler.response_serializer
             )
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
 
-            async def unary_stream(request, context):
+            async def unary_stream(data, context):
                 with structlog.contextvars.bound_contextvars(**fields):
                     try:
+                        request = decode_request(deserialize, data)
                         async for item in inner_stream(request, context):
                             yield item
                     except DomainError as error:
@@ -134,9 +204,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         await _abort_internal(context, request_id)
 
             return grpc.unary_stream_rpc_method_handler(
-                unary_stream,
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                unary_stream, response_serializer=handler.response_serializer
             )
         return handler
 
