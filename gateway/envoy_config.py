@@ -32,7 +32,7 @@ DEFAULT_PORTS = {
 
 ADMIN_CLUSTER = "envoy_admin"
 JWT_PROVIDER = "mlmesh"
-TENANT_CLAIM = "tenant_id"
+JWT_PAYLOAD_KEY = "payload"
 HEALTHZ_PATH = "/healthz"
 OPENAPI_PATH = "/api/v1/openapi.json"
 
@@ -43,6 +43,9 @@ _JWT = "envoy.filters.http.jwt_authn"
 _HEALTHZ_FILTER = "mlmesh.healthz"
 _STATUS_FILTER = "mlmesh.http_status"
 _STRIP_TENANT_FILTER = "mlmesh.strip_client_tenant"
+_JWT_TENANT_FILTER = "mlmesh.jwt_tenant"
+# Dynamic metadata a Lua filter sets before a local reply, naming its ErrorInfo reason.
+_REPLY_METADATA = "mlmesh.reply"
 
 _TYPE = "type.googleapis.com/envoy."
 
@@ -67,6 +70,10 @@ class GatewaySettings(BaseSettings):
     auth: Literal["none", "jwt"] = Field("none", validation_alias="MLMESH_AUTH")
     jwks_file: Path | None = Field(None, validation_alias="MLMESH_JWKS_FILE")
     jwt_issuer: str | None = Field(None, validation_alias="MLMESH_JWT_ISSUER")
+    # The claim that names the caller's tenant; a token without it (non-empty string) is a 403.
+    jwt_tenant_claim: str = Field(
+        "tenant_id", validation_alias="MLMESH_JWT_TENANT_CLAIM", pattern=r"^[A-Za-z0-9_.:/-]+$"
+    )
     # Comma-separated; empty accepts any audience.
     jwt_audiences: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="MLMESH_JWT_AUDIENCES"
@@ -229,6 +236,29 @@ end
 """
 
 
+# After jwt_authn (MLMESH_AUTH=jwt): the tenant header from the verified token's tenant claim,
+# which must be a non-empty string; a token without one is a 403 TENANT_REQUIRED. Routes that
+# need no token (health, the OpenAPI document) carry no payload and pass untouched.
+_JWT_TENANT_LUA = """
+function envoy_on_request(handle)
+  local verified = handle:streamInfo():dynamicMetadata():get("envoy.filters.http.jwt_authn")
+  if verified == nil or verified[PAYLOAD_KEY] == nil then
+    return
+  end
+  local tenant = verified[PAYLOAD_KEY][TENANT_CLAIM]
+  if type(tenant) ~= "string" or tenant == "" then
+    handle:streamInfo():dynamicMetadata():set(REPLY_METADATA, "reason", "TENANT_REQUIRED")
+    handle:respond(
+      {[":status"] = "403"},
+      "the token has no " .. TENANT_CLAIM .. " claim naming a tenant (a non-empty string)"
+    )
+    return
+  end
+  handle:headers():replace(TENANT_HEADER, tenant)
+end
+"""
+
+
 def _lua_constants(**constants: str) -> str:
     return "".join(f'local {name} = "{value}"\n' for name, value in constants.items())
 
@@ -274,6 +304,10 @@ def _status_filter(op: str, status: int) -> dict[str, Any]:
     return {"status_code_filter": {"comparison": {"op": op, "value": value}}}
 
 
+# Local replies of the gateway's own Lua filters, by the reason they name: (gRPC code, reason).
+_LUA_REPLIES = [(7, "TENANT_REQUIRED")]
+
+
 def _local_reply_config() -> dict[str, Any]:
     # /healthz answers its own JSON (also as a local reply, from Lua); leave it alone.
     not_healthz = {
@@ -289,8 +323,26 @@ def _local_reply_config() -> dict[str, Any]:
     rows += [
         (_status_filter("GE", status), code, reason) for status, code, reason in _LOCAL_ERROR_RANGES
     ]
+    lua_replies = [
+        {
+            "filter": {
+                "metadata_filter": {
+                    "matcher": {
+                        "filter": _REPLY_METADATA,
+                        "path": [{"key": "reason"}],
+                        "value": {"string_match": {"exact": reason}},
+                    },
+                    # Unset, an absent key would match every local reply.
+                    "match_if_key_not_found": False,
+                }
+            },
+            "body_format_override": _status_json(code, reason),
+        }
+        for code, reason in _LUA_REPLIES
+    ]
     return {
-        "mappers": [
+        "mappers": lua_replies
+        + [
             {
                 "filter": {"and_filter": {"filters": [status_filter, not_healthz]}},
                 "body_format_override": _status_json(code, reason),
@@ -337,6 +389,21 @@ def _http_filters(settings: GatewaySettings, service_names: list[str]) -> list[d
     filters.append({"name": _CORS, "typed_config": _typed("extensions.filters.http.cors.v3.Cors")})
     if settings.auth == "jwt":
         filters.append({"name": _JWT, "typed_config": _jwt_authn(settings)})
+        constants = _lua_constants(
+            PAYLOAD_KEY=JWT_PAYLOAD_KEY,
+            TENANT_CLAIM=settings.jwt_tenant_claim,
+            TENANT_HEADER=TENANT_HEADER,
+            REPLY_METADATA=_REPLY_METADATA,
+        )
+        filters.append(
+            {
+                "name": _JWT_TENANT_FILTER,
+                "typed_config": _typed(
+                    "extensions.filters.http.lua.v3.Lua",
+                    default_source_code={"inline_string": constants + _JWT_TENANT_LUA},
+                ),
+            }
+        )
     filters += [
         {
             "name": _HEALTHZ_FILTER,
@@ -374,7 +441,8 @@ def _jwt_authn(settings: GatewaySettings) -> dict[str, Any]:
     provider: dict[str, Any] = {
         "local_jwks": {"filename": str(settings.jwks_file)},
         "forward": False,
-        "claim_to_headers": [{"header_name": TENANT_HEADER, "claim_name": TENANT_CLAIM}],
+        # The verified claims, for the tenant filter that follows.
+        "payload_in_metadata": JWT_PAYLOAD_KEY,
     }
     if settings.jwt_issuer:
         provider["issuer"] = settings.jwt_issuer

@@ -91,10 +91,41 @@ def test_tenant_comes_from_the_claim_and_forged_header_is_ignored(jwt_gateway, s
     assert response.json()["tenant"] == "acme"
 
 
-def test_token_without_tenant_claim_gets_the_default_tenant(jwt_gateway, signing_key):
-    response = call(jwt_gateway, token(signing_key), **{"x-tenant-id": "acme"})
-    assert response.status_code == 201, response.text
-    assert response.json()["tenant"] == "default"
+@pytest.mark.parametrize(
+    "claims",
+    [{}, {"tenant_id": ""}, {"tenant_id": 12}, {"tenant_id": ["acme"]}, {"tenant_id": {"a": 1}}],
+    ids=["missing", "empty", "number", "array", "object"],
+)
+def test_token_without_a_tenant_is_403_and_never_the_default_tenant(
+    jwt_gateway, signing_key, claims
+):
+    response = call(jwt_gateway, token(signing_key, **claims), **{"x-tenant-id": "acme"})
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert body["code"] == 7 and body["details"][0]["reason"] == "TENANT_REQUIRED"
+    assert "tenant_id" in body["message"]
+
+
+def test_the_tenant_claim_is_configurable(
+    compiled, widget_server, signing_key, jwt_gateway, tmp_path_factory
+):
+    workdir = tmp_path_factory.mktemp("gw-jwt-org")
+    gw = gateway_for(
+        compiled,
+        workdir,
+        widget_server.address,
+        auth="jwt",
+        jwks_file=jwt_gateway.settings.jwks_file,
+        jwt_issuer=ISSUER,
+        jwt_tenant_claim="org",
+    )
+    try:
+        named = call(gw, token(signing_key, org="acme", tenant_id="other"))
+        assert named.status_code == 201 and named.json()["tenant"] == "acme", named.text
+        unnamed = call(gw, token(signing_key, tenant_id="acme"))
+        assert unnamed.status_code == 403 and "org" in unnamed.json()["message"]
+    finally:
+        gw.stop()
 
 
 def test_health_openapi_and_preflight_need_no_token(jwt_gateway):
