@@ -46,6 +46,10 @@ _STRIP_TENANT_FILTER = "mlmesh.strip_client_tenant"
 _JWT_TENANT_FILTER = "mlmesh.jwt_tenant"
 # Dynamic metadata a Lua filter sets before a local reply, naming its ErrorInfo reason.
 _REPLY_METADATA = "mlmesh.reply"
+# Dynamic metadata where the status filter records the upstream's grpc-status for the log.
+_GRPC_METADATA = "mlmesh.grpc"
+# Marks the gateway's own (local) replies for the status filter; never sent to clients.
+_LOCAL_REPLY_HEADER = "x-mlmesh-local-reply"
 
 _TYPE = "type.googleapis.com/envoy."
 
@@ -158,16 +162,7 @@ def _is_ip(host: str) -> bool:
 # metadata on success (201, 202, 204), trailing metadata on errors (422), which for a
 # trailers-only error arrives in these headers. Native gRPC responses pass untouched.
 _STATUS_LUA = """
-function envoy_on_response(handle)
-  local headers = handle:headers()
-  local content_type = headers:get("content-type") or ""
-  if string.sub(content_type, 1, 16) == "application/grpc" then
-    return
-  end
-  headers:remove("grpc-status")
-  headers:remove("grpc-message")
-  headers:remove("grpc-status-details-bin")
-  headers:remove("grpc-accept-encoding")
+local function set_status(handle, headers)
   local code = headers:get(HTTP_CODE_HEADER)
   if code == nil then
     return
@@ -190,6 +185,46 @@ function envoy_on_response(handle)
     if body ~= nil then
       body:setBytes("")
     end
+  end
+end
+
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local content_type = headers:get("content-type") or ""
+  if string.sub(content_type, 1, 16) == "application/grpc" then
+    -- A native call's status: these headers for a trailers-only reply, else the trailers.
+    local status = headers:get("grpc-status")
+    if status == nil then
+      local trailers = handle:trailers()
+      status = trailers and trailers:get("grpc-status")
+    end
+    if status ~= nil then
+      handle:streamInfo():dynamicMetadata():set(GRPC_METADATA, "status", status)
+    end
+    return
+  end
+  local local_reply = headers:get(LOCAL_REPLY_HEADER) ~= nil
+  headers:remove(LOCAL_REPLY_HEADER)
+  headers:remove("grpc-status")
+  headers:remove("grpc-message")
+  headers:remove("grpc-status-details-bin")
+  headers:remove("grpc-accept-encoding")
+  local failed = tonumber(headers:get(":status")) >= 400
+  set_status(handle, headers)
+  -- The upstream's own status of a transcoded call, for the access log: 0 for a success (its
+  -- trailers end in the transcoder), an error's from the google.rpc.Status the transcoder made
+  -- of it. The gateway's own replies (marked by local_reply_config) have none.
+  if local_reply then
+    return
+  end
+  local status = "0"
+  if failed then
+    local body = handle:body()
+    status = body and string.match(body:getBytes(0, math.min(body:length(), 32)), '^{"code":(%d+)')
+  end
+  if status ~= nil then
+    -- Fetched anew: wrappers taken before body() yielded are no longer valid.
+    handle:streamInfo():dynamicMetadata():set(GRPC_METADATA, "status", status)
   end
 end
 """
@@ -340,16 +375,15 @@ def _local_reply_config() -> dict[str, Any]:
         }
         for code, reason in _LUA_REPLIES
     ]
-    return {
-        "mappers": lua_replies
-        + [
-            {
-                "filter": {"and_filter": {"filters": [status_filter, not_healthz]}},
-                "body_format_override": _status_json(code, reason),
-            }
-            for status_filter, code, reason in rows
-        ]
-    }
+    mappers = lua_replies + [
+        {
+            "filter": {"and_filter": {"filters": [status_filter, not_healthz]}},
+            "body_format_override": _status_json(code, reason),
+        }
+        for status_filter, code, reason in rows
+    ]
+    marker = {"header": {"key": _LOCAL_REPLY_HEADER, "value": "1"}}
+    return {"mappers": [{**mapper, "headers_to_add": [marker]} for mapper in mappers]}
 
 
 _ACCESS_LOG_FORMAT = {
@@ -360,7 +394,9 @@ _ACCESS_LOG_FORMAT = {
     "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
     "protocol": "%PROTOCOL%",
     "status": "%RESPONSE_CODE%",
-    "grpc_status": "%GRPC_STATUS_NUMBER%",
+    # The upstream's real status (Envoy's %GRPC_STATUS_NUMBER% would derive a transcoded call's
+    # from its HTTP code: NOT_FOUND logged as UNIMPLEMENTED); null when no upstream answered.
+    "grpc_status": f"%DYNAMIC_METADATA({_GRPC_METADATA}:status)%",
     "details": "%RESPONSE_CODE_DETAILS%",
     "flags": "%RESPONSE_FLAGS%",
     "upstream": "%UPSTREAM_CLUSTER%",
@@ -422,7 +458,12 @@ def _http_filters(settings: GatewaySettings, service_names: list[str]) -> list[d
             "typed_config": _typed(
                 "extensions.filters.http.lua.v3.Lua",
                 default_source_code={
-                    "inline_string": _lua_constants(HTTP_CODE_HEADER=HTTP_CODE_HEADER) + _STATUS_LUA
+                    "inline_string": _lua_constants(
+                        HTTP_CODE_HEADER=HTTP_CODE_HEADER,
+                        GRPC_METADATA=_GRPC_METADATA,
+                        LOCAL_REPLY_HEADER=_LOCAL_REPLY_HEADER,
+                    )
+                    + _STATUS_LUA
                 },
             ),
         },

@@ -78,7 +78,12 @@ def processes(settings: MeshSettings) -> dict[str, str]:
         "experiments": shlex.join([str(BIN / "python"), "-m", "mlmesh_experiments"]),
         "training": shlex.join([str(BIN / "python"), "-m", "mlmesh_training"]),
         "gateway": shlex.join(
-            [str(BIN / "envoy"), "-c", str(home / "envoy.yaml"), "--log-level", "warn"]
+            [
+                str(BIN / "envoy"),
+                *("-c", str(home / "envoy.yaml"), "--log-level", "warn"),
+                # The access log within a second (Envoy buffers it for 10 s by default).
+                *("--file-flush-interval-msec", "1000"),
+            ]
         ),
         "ready": shlex.join([str(BIN / "python"), "-m", "tools.mesh", "ready"]),
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+import uuid
 
 import grpc
 import pytest
@@ -144,19 +145,65 @@ def test_request_id_passes_through(session, gateway):
     assert response.headers["x-request-id"] == "req-12345"
 
 
-def test_access_log_records_the_client_request(session, gateway):
-    widget_id = create(session, gateway).json()["widget_id"]
-    path = f"{WIDGETS}/{widget_id}"
-    session.get(gateway.base_url + path, headers={"x-request-id": "log-probe-1"})
+def _log_entry(gateway, request_id: str) -> dict:
     entries: list[dict] = []
     deadline = time.monotonic() + 10  # Envoy flushes its access log about once a second
     while not entries and time.monotonic() < deadline:
         time.sleep(0.2)
         lines = gateway.log_path.read_text(errors="replace").splitlines()
-        entries = [json.loads(line) for line in lines if '"log-probe-1"' in line]
+        entries = [json.loads(line) for line in lines if f'"{request_id}"' in line]
     (entry,) = entries
+    return entry
+
+
+def test_access_log_records_the_client_request(session, gateway):
+    widget_id = create(session, gateway).json()["widget_id"]
+    path = f"{WIDGETS}/{widget_id}"
+    session.get(gateway.base_url + path, headers={"x-request-id": "log-probe-1"})
+    entry = _log_entry(gateway, "log-probe-1")
     assert (entry["method"], entry["path"], entry["status"]) == ("GET", path, 200)
-    assert entry["upstream"] and entry["grpc_status"] == 0
+    assert entry["upstream"] and entry["grpc_status"] == "0"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "http", "grpc"),
+    [
+        ("GET", f"{WIDGETS}/missing", None, 404, "5"),  # NOT_FOUND, not UNIMPLEMENTED (12)
+        ("POST", WIDGETS, {"name": "tiny"}, 422, "9"),  # FAILED_PRECONDITION, not UNKNOWN
+        ("GET", "/api/v1/no-such-thing", None, 404, None),  # the gateway's own answer
+    ],
+)
+def test_access_log_records_the_upstreams_own_grpc_status(
+    session, gateway, method, path, body, http, grpc
+):
+    request_id = f"log-status-{uuid.uuid4().hex[:8]}"
+    response = session.request(
+        method, gateway.base_url + path, json=body, headers={"x-request-id": request_id}
+    )
+    assert response.status_code == http, response.text
+    assert "grpc-status" not in response.headers
+    entry = _log_entry(gateway, request_id)
+    assert (entry["status"], entry["grpc_status"]) == (http, grpc)
+
+
+def test_access_log_records_native_grpc_status(compiled, widget_stub, gateway):
+    request_id = f"log-native-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(grpc.RpcError) as raised:
+        widget_stub.GetWidget(
+            compiled.pb2.GetWidgetRequest(widget_id="missing"),
+            metadata=[("x-request-id", request_id)],
+        )
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert _log_entry(gateway, request_id)["grpc_status"] == "5"
+    created = widget_stub.CreateWidget(
+        compiled.pb2.CreateWidgetRequest(widget=compiled.pb2.Widget(name="logged"))
+    )
+    request_id = f"log-native-{uuid.uuid4().hex[:8]}"
+    widget_stub.GetWidget(
+        compiled.pb2.GetWidgetRequest(widget_id=created.widget_id),
+        metadata=[("x-request-id", request_id)],
+    )
+    assert _log_entry(gateway, request_id)["grpc_status"] == "0"
 
 
 def test_tenant_header_reaches_the_service_without_auth(session, gateway):

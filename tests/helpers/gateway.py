@@ -92,6 +92,9 @@ def start_gateway(
                 "--disable-hot-restart",
                 "--concurrency",
                 "2",
+                # The access log within a second (Envoy buffers it for 10 s by default).
+                "--file-flush-interval-msec",
+                "1000",
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
