@@ -99,6 +99,7 @@ async def test_bad_requests_are_rejected_before_any_statistic(service, tenant):
     cases = [
         ({"run_ids": ids, "n_blocks": 3}, "INVALID_N_BLOCKS"),
         ({"run_ids": ids, "n_blocks": 0}, "INVALID_N_BLOCKS"),
+        ({"run_ids": ids, "n_blocks": 40}, "INVALID_N_BLOCKS"),
         ({"run_ids": ids[:1]}, "INVALID_RUN_COUNT"),
         ({"run_ids": [ids[0], ids[0]]}, "DUPLICATE_IDS"),
         ({}, "MISSING_RUN_SELECTION"),

@@ -11,6 +11,7 @@ from operator import itemgetter
 
 import numpy as np
 
+from mlmesh_common import quant
 from mlmesh_common.errors import InvalidArgument
 from mlmesh_experiments.entities import HistoryPoint
 
@@ -21,9 +22,9 @@ MIN_RUNS, MAX_RUNS = 2, 1000
 
 
 def check_blocks(n_blocks: int) -> None:
-    if n_blocks < 2 or n_blocks % 2:
+    if n_blocks < 2 or n_blocks % 2 or n_blocks > quant.MAX_BLOCKS:
         raise InvalidArgument(
-            f"n_blocks must be even and at least 2, got {n_blocks}",
+            f"n_blocks must be even, from 2 to {quant.MAX_BLOCKS}, got {n_blocks}",
             reason="INVALID_N_BLOCKS",
             metadata={"n_blocks": str(n_blocks)},
         )
@@ -98,3 +99,22 @@ def check_observations(n_observations: int, n_blocks: int, n_runs: int, metric_k
             reason="TOO_FEW_OBSERVATIONS",
             metadata={"n_observations": str(n_observations), "needed": str(2 * n_blocks)},
         )
+
+
+def evaluate(
+    ids: Sequence[str],
+    histories: Mapping[str, Sequence[HistoryPoint]],
+    metric_key: str,
+    n_blocks: int,
+) -> quant.SelectionBias:
+    """The selection-bias statistics of the runs' aligned series (CPU work: run it off the event
+    loop). A statistic the series cannot support is InvalidArgument naming the run."""
+    matrix = aligned_returns(ids, histories, metric_key)
+    check_observations(len(matrix), n_blocks, len(ids), metric_key)
+    try:
+        return quant.selection_bias(matrix, n_blocks)
+    except quant.StatisticsError as error:
+        message = error.message
+        if error.column is not None:
+            message = message.replace(f"series {error.column}", f"run {ids[error.column]}")
+        raise InvalidArgument(message, reason=error.reason) from error

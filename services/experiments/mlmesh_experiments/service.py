@@ -381,7 +381,7 @@ class ExperimentsService:
         periods_per_year: float | None = None,
     ) -> RunOverfitting:
         """PBO, Sharpe, PSR and DSR of the runs' `metric_key` histories as per-period returns,
-        aligned on the steps every run has. The CSCV runs in a worker thread."""
+        aligned on the steps every run has. The alignment and CSCV run in a worker thread."""
         metric_key = metric_key or overfitting.DEFAULT_METRIC
         domain.check_key(metric_key, "metric")
         n_blocks = overfitting.DEFAULT_BLOCKS if n_blocks is None else n_blocks
@@ -391,15 +391,7 @@ class ExperimentsService:
         overfitting.check_periods_per_year(periods_per_year)
         ids = await self._overfitting_runs(tenant, run_ids, experiment_id, filter_text)
         histories = {i: await self._store.metric_history(tenant, i, metric_key) for i in ids}
-        matrix = overfitting.aligned_returns(ids, histories, metric_key)
-        overfitting.check_observations(len(matrix), n_blocks, len(ids), metric_key)
-        try:
-            report = await asyncio.to_thread(quant.selection_bias, matrix, n_blocks)
-        except quant.StatisticsError as error:
-            message = error.message
-            if error.column is not None:
-                message = message.replace(f"series {error.column}", f"run {ids[error.column]}")
-            raise InvalidArgument(message, reason=error.reason) from error
+        report = await asyncio.to_thread(overfitting.evaluate, ids, histories, metric_key, n_blocks)
         return RunOverfitting(list(ids), metric_key, periods_per_year, report)
 
     async def _overfitting_runs(

@@ -106,6 +106,7 @@ def test_selection_bias_report():
     [
         ((100, 4), 7, "INVALID_N_BLOCKS"),
         ((100, 4), 0, "INVALID_N_BLOCKS"),
+        ((100, 4), 22, "INVALID_N_BLOCKS"),
         ((31, 4), 16, "TOO_FEW_OBSERVATIONS"),
         ((100, 1), 4, "TOO_FEW_TRIALS"),
     ],

@@ -21,6 +21,7 @@ from mlmesh_common.quant.cpcv import (
     path_distribution,
 )
 from mlmesh_common.quant.cscv import (
+    MAX_BLOCKS,
     Degradation,
     PBOResult,
     SelectionBias,
@@ -41,6 +42,7 @@ from mlmesh_common.quant.sharpe import (
 )
 
 __all__ = [
+    "MAX_BLOCKS",
     "POSITION_MODES",
     "BacktestStats",
     "Degradation",
