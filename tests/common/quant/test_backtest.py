@@ -127,3 +127,43 @@ def test_bad_input_is_a_clear_error(call, reason):
     with pytest.raises(quant.StatisticsError) as error:
         call()
     assert error.value.reason == reason
+
+
+def test_walk_forward_folds_start_flat_and_the_stitched_series_is_continuous():
+    rng = np.random.default_rng(8)
+    sizes = (40, 35, 50)
+    returns = [rng.normal(0.0004, 0.01, n) for n in sizes]
+    predictions = [0.5 * r + rng.normal(0, 0.01, r.size) for r in returns]
+    held = [quant.positions(p, "sign") for p in predictions]
+    result = quant.walk_forward(held, returns, 5.0, 252)
+    for fold, p, r in zip(result.folds, predictions, returns, strict=True):
+        alone = loop_backtest(p.tolist(), r.tolist(), "sign", 5.0, 252)
+        assert fold.sharpe == pytest.approx(alone["sharpe"], rel=1e-9)
+    stitched = loop_backtest(
+        np.concatenate(predictions).tolist(), np.concatenate(returns).tolist(), "sign", 5.0, 252
+    )
+    assert np.allclose(result.pnl, stitched.pop("pnl"), atol=1e-12)
+    for name, value in stitched.items():
+        assert getattr(result.stitched, name) == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert result.equity[-1] == pytest.approx(1 + stitched["total_return"], rel=1e-12)
+    assert result.psr == pytest.approx(quant.probabilistic_sharpe(result.pnl), abs=1e-15)
+
+
+def test_a_fold_boundary_trades_only_the_change_of_position():
+    result = quant.walk_forward(
+        [np.array([1.0, 1.0]), np.array([1.0, -1.0])],
+        [np.array([0.01, 0.02]), np.array([0.03, 0.01])],
+        10.0,
+        252,
+    )
+    # Stitched: flat -> long pays once; the boundary keeps the position; long -> short pays 2.
+    assert result.pnl.tolist() == pytest.approx([0.009, 0.02, 0.03, -0.012])
+    # The second fold alone starts flat and pays its entry.
+    second = quant.backtest_stats([1.0, -1.0], [0.03, 0.01], 10.0, 252)
+    assert result.folds[1] == second
+    assert second.total_return == pytest.approx((1 + 0.029) * (1 - 0.012) - 1)
+
+
+def test_walk_forward_psr_is_nan_for_a_flat_strategy():
+    result = quant.walk_forward([np.zeros(10)], [np.full(10, 0.01)], 0, 252)
+    assert math.isnan(result.psr) and math.isnan(result.stitched.sharpe)

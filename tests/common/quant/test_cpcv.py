@@ -80,3 +80,22 @@ def test_invalid_groups(n, k):
     with pytest.raises(quant.StatisticsError) as error:
         quant.cpcv_paths(n, k)
     assert error.value.reason == "INVALID_CPCV_GROUPS"
+
+
+def test_path_sharpes_backtest_each_path_as_one_series():
+    n, k = 5, 2
+    rng = np.random.default_rng(9)
+    returns = {g: rng.normal(0.0003, 0.01, 30) for g in range(n)}
+    positions = {
+        (s, g): np.sign(rng.normal(size=30))
+        for s, groups in enumerate(quant.cpcv_splits(n, k))
+        for g in groups
+    }
+    sharpes = quant.path_sharpes(n, k, positions, returns, 2.0, 252)
+    assert len(sharpes) == math.comb(n - 1, k - 1)
+    for path, value in zip(brute_force_paths(n, k), sharpes, strict=True):
+        held = np.concatenate([positions[s, g] for g, s in enumerate(path)])
+        r = np.concatenate([returns[g] for g in range(n)])
+        previous = np.concatenate([[0.0], held[:-1]])
+        pnl = held * r - 2.0 / 10_000 * np.abs(held - previous)
+        assert value == pytest.approx(pnl.mean() / pnl.std(ddof=1) * math.sqrt(252), rel=1e-9)

@@ -5,12 +5,14 @@ states the conventions they follow."""
 from mlmesh_common.quant.backtest import (
     POSITION_MODES,
     BacktestStats,
+    WalkForward,
     backtest_stats,
     equity_curve,
     periods_per_year,
     pnl,
     positions,
     prediction_scale,
+    walk_forward,
 )
 from mlmesh_common.quant.cpcv import (
     PathDistribution,
@@ -19,6 +21,7 @@ from mlmesh_common.quant.cpcv import (
     cpcv_splits,
     n_paths,
     path_distribution,
+    path_sharpes,
 )
 from mlmesh_common.quant.cscv import (
     MAX_BLOCKS,
@@ -50,6 +53,7 @@ __all__ = [
     "PathDistribution",
     "SelectionBias",
     "StatisticsError",
+    "WalkForward",
     "annualize",
     "assemble_paths",
     "backtest_stats",
@@ -63,6 +67,7 @@ __all__ = [
     "n_paths",
     "n_splits",
     "path_distribution",
+    "path_sharpes",
     "pbo_cscv",
     "periods_per_year",
     "pnl",
@@ -72,4 +77,5 @@ __all__ = [
     "psr_from_moments",
     "selection_bias",
     "sharpe",
+    "walk_forward",
 ]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mlmesh_common.quant.errors import StatisticsError
+from mlmesh_common.quant.sharpe import probabilistic_sharpe
 
 POSITION_MODES = ("sign", "long_only", "proportional")
 TRADING_DAYS = 252
@@ -159,3 +160,50 @@ def backtest_stats(
 def equity_curve(series: object) -> np.ndarray:
     """Compounded equity after each bar, starting from 1."""
     return np.cumprod(1.0 + np.asarray(series, dtype=float))
+
+
+@dataclass(frozen=True)
+class WalkForward:
+    """The backtest of walk-forward folds: each fold alone, and the stitched series."""
+
+    folds: list[BacktestStats]
+    stitched: BacktestStats
+    # The stitched series' P&L and compounded equity, bar by bar.
+    pnl: np.ndarray
+    equity: np.ndarray
+    # PSR(0) of the stitched P&L; NaN where undefined (under 2 bars, zero variance).
+    psr: float
+
+
+def walk_forward(
+    fold_positions: list[np.ndarray],
+    fold_next_returns: list[np.ndarray],
+    cost_bps: float,
+    periods_per_year: float,
+) -> WalkForward:
+    """Folds in time order. Each fold's backtest starts flat; the stitched series is one
+    backtest over the folds' bars concatenated, so a fold boundary trades only the change of
+    position (docs/statistics.md)."""
+    if not fold_positions or len(fold_positions) != len(fold_next_returns):
+        raise StatisticsError(
+            "walk-forward needs one positions and one next-returns series per fold",
+            reason="INVALID_SHAPE",
+        )
+    folds = [
+        backtest_stats(held, returns, cost_bps, periods_per_year)
+        for held, returns in zip(fold_positions, fold_next_returns, strict=True)
+    ]
+    held = np.concatenate([np.asarray(p, dtype=float) for p in fold_positions])
+    returns = np.concatenate([np.asarray(r, dtype=float) for r in fold_next_returns])
+    series = pnl(held, returns, cost_bps)
+    try:
+        psr = float(probabilistic_sharpe(series))
+    except StatisticsError:
+        psr = math.nan
+    return WalkForward(
+        folds=folds,
+        stitched=backtest_stats(held, returns, cost_bps, periods_per_year),
+        pnl=series,
+        equity=equity_curve(series),
+        psr=psr,
+    )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlmesh_common.quant.backtest import backtest_stats
 from mlmesh_common.quant.errors import StatisticsError
 
 
@@ -92,3 +93,18 @@ def path_distribution(values: Sequence[float]) -> PathDistribution:
     return PathDistribution(
         float(array.mean()), std, float(array.min()), float(q05), float(q50), float(q95)
     )
+
+
+def path_sharpes(
+    n_groups: int,
+    n_test_groups: int,
+    positions: Mapping[tuple[int, int], Sequence[float]],
+    next_returns: Mapping[int, Sequence[float]],
+    cost_bps: float,
+    periods_per_year: float,
+) -> list[float]:
+    """Each path's annualized Sharpe ratio: the path's positions, piece (split, group) by
+    group, backtested as one series over the groups' next-bar returns (flat at its start)."""
+    held = assemble_paths(n_groups, n_test_groups, positions)
+    returns = np.concatenate([np.asarray(next_returns[g], dtype=float) for g in range(n_groups)])
+    return [backtest_stats(path, returns, cost_bps, periods_per_year).sharpe for path in held]
