@@ -97,13 +97,14 @@ def test_undefined_statistics_are_nan():
         ("1w", 52),
         ("1mo", 12),
         ("2d", 126),
+        ("1D", 252),
     ],
 )
 def test_periods_per_year(timeframe, expected):
     assert quant.periods_per_year(timeframe) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("timeframe", ["", "1y", "daily", "0d", "1.5h", "d"])
+@pytest.mark.parametrize("timeframe", ["", "1y", "daily", "0d", "1.5h", "d", "1M"])
 def test_unknown_timeframes_are_errors(timeframe):
     with pytest.raises(quant.StatisticsError) as error:
         quant.periods_per_year(timeframe)

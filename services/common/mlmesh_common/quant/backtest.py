@@ -30,8 +30,9 @@ _TIMEFRAME = re.compile(r"(\d+)(min|mo|wk|m|h|d|w)")
 
 def periods_per_year(timeframe: str) -> float:
     """Bars per year of a timeframe: 1d 252, 1h 252 x 6.5, 1m (or 1min) 252 x 6.5 x 60, 1w 52,
-    1mo 12; n units give 1/n as many (4h: 409.5). Anything else is an error."""
-    match = _TIMEFRAME.fullmatch(timeframe.strip().lower())
+    1mo 12; n units give 1/n as many (4h: 409.5). Anything else (1M too) is an error."""
+    # Case does not matter, except that "1M" means a minute to some and a month to others.
+    match = None if "M" in timeframe else _TIMEFRAME.fullmatch(timeframe.strip().lower())
     if not match or int(match.group(1)) == 0:
         raise StatisticsError(
             f"unknown timeframe {timeframe!r}: use <n>m, <n>h, <n>d, <n>w or <n>mo "
