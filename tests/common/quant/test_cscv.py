@@ -11,6 +11,7 @@ import pytest
 from scipy import stats
 
 from mlmesh_common import quant
+from mlmesh_common.quant import cscv
 
 
 def loop_cscv(returns: np.ndarray, n_blocks: int) -> tuple[list[float], list[float], list[float]]:
@@ -129,3 +130,13 @@ def test_a_flat_half_is_a_zero_variance_error():
     assert error.value.reason == "ZERO_VARIANCE" and error.value.column == 2
     returns[:20, 2] = rng.normal(0, 0.01, 20)  # flat in two blocks only: every half varies
     assert 0 <= quant.pbo_cscv(returns, 8).pbo <= 1
+
+
+def test_chunks_of_splits_give_the_same_answer(monkeypatch):
+    returns = np.random.default_rng(6).normal(0, 0.01, (120, 9))
+    whole = quant.pbo_cscv(returns, 8)
+    monkeypatch.setattr(cscv, "_CHUNK_CELLS", 9 * 7)  # 7 splits per chunk: 70 = 10 chunks
+    chunked = quant.pbo_cscv(returns, 8)
+    assert np.array_equal(chunked.logits, whole.logits)
+    assert np.allclose(chunked.oos_sharpe, whole.oos_sharpe, rtol=1e-13, atol=0)
+    assert chunked.degradation.slope == pytest.approx(whole.degradation.slope, rel=1e-12)

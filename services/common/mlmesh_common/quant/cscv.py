@@ -23,7 +23,7 @@ from mlmesh_common.quant.sharpe import (
 # C(20, 10) = 184,756 splits; the paper's S = 16 gives 12,870. More would take hours.
 MAX_BLOCKS = 20
 # Combinations per vectorized chunk: bounds memory to a few (chunk, trials) float arrays.
-_CHUNK_CELLS = 4_000_000
+_CHUNK_CELLS = 1_000_000
 
 
 @dataclass(frozen=True)
