@@ -48,6 +48,7 @@ bench: setup
 	bash tools/ensure_postgres.sh >/dev/null
 	$(PY) -m bench.experiments
 	$(PY) -m bench.tuning
+	$(PY) -m bench.statistics
 
 lint: lint-python lint-protos
 

@@ -21,8 +21,8 @@ from bench.clients import GrpcTracker, MlflowTracker, RestTracker
 from bench.cpu import CpuMeter
 from bench.measure import Budget
 from bench.report import Environment, render
+from bench.sections import existing_section
 from bench.stack import Stack, envoy_version, postgres_version, running_stack
-from bench.tuning import existing_section
 from bench.workload import Row, Sizes, Systems, run_workload
 
 # Counts are upper bounds; the time budgets keep the full run under ~5 minutes on 2 cores.
@@ -73,10 +73,12 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = render(rows, describe_environment(load_before), sizes, elapsed)
-    # `python -m bench.tuning` owns its own section of the same file: keep it.
-    tuning = existing_section(args.out.read_text()) if args.out.exists() else None
-    if tuning:
-        report = report.rstrip("\n") + "\n\n" + tuning
+    # `python -m bench.tuning` and `python -m bench.statistics` own their sections: keep them.
+    previous = args.out.read_text() if args.out.exists() else ""
+    for name in ("tuning", "statistics"):
+        kept = existing_section(previous, name)
+        if kept:
+            report = report.rstrip("\n") + "\n\n" + kept
     args.out.write_text(report)
     print(f"wrote {args.out} ({elapsed:.0f} s)")
 

@@ -3,13 +3,14 @@ and the artifact store."""
 
 from __future__ import annotations
 
+import asyncio
 import mimetypes
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlmesh_common import compare, history
+from mlmesh_common import compare, history, quant
 from mlmesh_common.artifacts import ArtifactEntry, ArtifactStore, parse_upload
 from mlmesh_common.errors import (
     AlreadyExists,
@@ -19,7 +20,7 @@ from mlmesh_common.errors import (
     PermissionDenied,
 )
 from mlmesh_common.resources import Page, check_owned, is_uuid, new_id, page, page_window
-from mlmesh_experiments import domain
+from mlmesh_experiments import domain, overfitting
 from mlmesh_experiments.entities import (
     ACTIVE,
     DELETED,
@@ -62,6 +63,16 @@ class RunComparison:
     runs: list[Run]
     metric_diff: dict[str, compare.MetricDiff]
     param_diff: dict[str, compare.ParamDiff]
+
+
+@dataclass(frozen=True)
+class RunOverfitting:
+    """The selection-bias statistics of a set of runs; `report` indexes runs as `run_ids`."""
+
+    run_ids: list[str]
+    metric_key: str
+    periods_per_year: float
+    report: quant.SelectionBias
 
 
 @dataclass(frozen=True)
@@ -357,6 +368,59 @@ class ExperimentsService:
             compare.metric_diff(ids, {r.id: r.metrics for r in runs}, maximize, only=metrics),
             compare.param_diff(ids, {r.id: r.params for r in runs}),
         )
+
+    async def run_overfitting(
+        self,
+        tenant: str,
+        *,
+        run_ids: Sequence[str] = (),
+        experiment_id: str = "",
+        filter_text: str = "",
+        metric_key: str = "",
+        n_blocks: int | None = None,
+        periods_per_year: float | None = None,
+    ) -> RunOverfitting:
+        """PBO, Sharpe, PSR and DSR of the runs' `metric_key` histories as per-period returns,
+        aligned on the steps every run has. The alignment and CSCV run in a worker thread."""
+        metric_key = metric_key or overfitting.DEFAULT_METRIC
+        domain.check_key(metric_key, "metric")
+        n_blocks = overfitting.DEFAULT_BLOCKS if n_blocks is None else n_blocks
+        overfitting.check_blocks(n_blocks)
+        if periods_per_year is None:
+            periods_per_year = overfitting.DEFAULT_PERIODS_PER_YEAR
+        overfitting.check_periods_per_year(periods_per_year)
+        ids = await self._overfitting_runs(tenant, run_ids, experiment_id, filter_text)
+        histories = {i: await self._store.metric_history(tenant, i, metric_key) for i in ids}
+        report = await asyncio.to_thread(overfitting.evaluate, ids, histories, metric_key, n_blocks)
+        return RunOverfitting(list(ids), metric_key, periods_per_year, report)
+
+    async def _overfitting_runs(
+        self, tenant: str, run_ids: Sequence[str], experiment_id: str, filter_text: str
+    ) -> list[str]:
+        """The runs named, or those of an experiment that match the filter (newest first)."""
+        if run_ids and experiment_id:
+            raise InvalidArgument(
+                "give run_ids or experiment_id, not both", reason="AMBIGUOUS_RUN_SELECTION"
+            )
+        if filter_text and not experiment_id:
+            raise InvalidArgument(
+                "filter selects runs of an experiment_id", reason="FILTER_WITHOUT_EXPERIMENT"
+            )
+        if not run_ids and not experiment_id:
+            raise InvalidArgument(
+                "give run_ids (2 to 1000) or an experiment_id", reason="MISSING_RUN_SELECTION"
+            )
+        if not experiment_id:
+            overfitting.check_run_ids(run_ids)
+            found = await self._runs(*run_ids, hydrate=False)
+            _check_all_owned(found, run_ids, tenant, "run")
+            return list(run_ids)
+        clauses = domain.parse_run_filter(filter_text)
+        await self.get_experiment(tenant, experiment_id)
+        query = RunQuery(tenant, 0, overfitting.MAX_RUNS, experiment_id, "", clauses)
+        runs, total = await self._store.list_runs(query)
+        overfitting.check_run_count(total, f"experiment {experiment_id} with this filter")
+        return [run.id for run in runs]
 
     # --- artifacts -----------------------------------------------------------------------
 

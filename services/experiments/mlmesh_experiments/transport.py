@@ -3,6 +3,8 @@ out, and the REST status each call asks the gateway for."""
 
 from __future__ import annotations
 
+import math
+
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
 
@@ -13,7 +15,7 @@ from mlmesh_common.http import set_http_status
 from mlmesh_common.tenancy import tenant_of
 from mlmesh_common.values import nullable
 from mlmesh_experiments.entities import MetricPoint, experiment_fields
-from mlmesh_experiments.service import ExperimentsService
+from mlmesh_experiments.service import ExperimentsService, RunOverfitting
 
 API = "/api/v1/experiments"
 _DIRECTIONS = {"maximize": pb.MetricDiff.MAXIMIZE, "minimize": pb.MetricDiff.MINIMIZE}
@@ -41,6 +43,36 @@ def _param_diffs(diffs: dict[str, ParamDiff]) -> dict[str, pb.ParamDiff]:
         )
         for key, diff in diffs.items()
     }
+
+
+def _overfitting_response(result: RunOverfitting) -> pb.ComputeRunOverfittingResponse:
+    report, ppy = result.report, result.periods_per_year
+    annual = math.sqrt(ppy)
+    pbo = report.pbo
+    return pb.ComputeRunOverfittingResponse(
+        n_runs=report.n_trials,
+        n_observations=report.n_observations,
+        n_blocks=pbo.n_blocks,
+        n_combinations=len(pbo.logits),
+        pbo=pbo.pbo,
+        prob_oos_loss=pbo.prob_oos_loss,
+        degradation=pb.OverfittingDegradation(
+            slope=pbo.degradation.slope,
+            intercept=pbo.degradation.intercept,
+            r2=pbo.degradation.r2,
+        ),
+        logits=pbo.logits.tolist(),
+        runs=[
+            pb.RunSharpe(run_id=run_id, sharpe=float(sharpe) * annual, psr=float(psr))
+            for run_id, sharpe, psr in zip(result.run_ids, report.sharpe, report.psr, strict=True)
+        ],
+        best_run_id=result.run_ids[report.best],
+        best_sharpe=float(report.sharpe[report.best]) * annual,
+        sr0=report.sr0 * annual,
+        dsr=report.dsr,
+        metric_key=result.metric_key,
+        periods_per_year=ppy,
+    )
 
 
 def _status_name(status: int) -> str:
@@ -248,3 +280,17 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
             metric_diff=_metric_diffs(result.metric_diff, runs=True),
             param_diff=_param_diffs(result.param_diff),
         )
+
+    async def ComputeRunOverfitting(self, request, context):
+        result = await self._service.run_overfitting(
+            tenant_of(context),
+            run_ids=list(request.run_ids),
+            experiment_id=request.experiment_id,
+            filter_text=request.filter,
+            metric_key=request.metric_key,
+            n_blocks=request.n_blocks if request.HasField("n_blocks") else None,
+            periods_per_year=(
+                request.periods_per_year if request.HasField("periods_per_year") else None
+            ),
+        )
+        return _overfitting_response(result)
