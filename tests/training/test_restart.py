@@ -148,3 +148,24 @@ def test_study_killed_with_its_service_resumes_after_restart(
     assert all(t.error.startswith("interrupted") for t in interrupted)
     # At most the one trial in flight at the kill was lost; none that had finished.
     assert len(result.trials) - 5 <= 1
+
+
+@pytest.mark.parametrize("target", ["process", "process_group"])
+def test_sigterm_ends_the_process_within_its_grace_period(
+    postgres, mlflow_server, registry_process, tmp_path, target
+):
+    """SIGTERM with a training in flight: exit code 0 within the grace period, the local Ray
+    included, whether the signal reaches the service alone (Kubernetes) or its whole process
+    group with Ray's processes (honcho under `make run`, Ctrl-C in a terminal)."""
+    grace_s = 10
+    env = {
+        **training_env(postgres, mlflow_server, registry_process, tmp_path),
+        "MLMESH_TRAINING_SHUTDOWN_GRACE_S": str(grace_s),
+    }
+    with serving(env, tmp_path, free_port()) as (process, stub):
+        running_task(stub)
+        if target == "process":
+            process.process.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(process.process.pid, signal.SIGTERM)
+        assert process.process.wait(grace_s) == 0, process.log_tail()

@@ -4,9 +4,12 @@ after migrating its database, connecting to Ray and failing tasks a previous pro
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 from dataclasses import dataclass
 
 import grpc
+import structlog
 
 from mlmesh.training.v1 import training_service_pb2, training_service_pb2_grpc
 from mlmesh_common.artifacts import open_artifact_store
@@ -21,6 +24,7 @@ from mlmesh_training.storage.migrate import migrate
 from mlmesh_training.storage.sql import SqlTrainingStore
 from mlmesh_training.transport import TrainingServicer
 
+log = structlog.get_logger("mlmesh.training")
 SERVICE_NAME = training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
 
 
@@ -39,7 +43,8 @@ def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:
     return build_server(address, [binding], max_message_bytes=deps.max_message_bytes)
 
 
-async def _main(settings: TrainingSettings) -> None:
+async def _main(settings: TrainingSettings) -> bool:
+    """Serves until SIGTERM; True when everything, Ray included, shut down cleanly."""
     db = create_engine(settings.database_url, settings.database_pool_size)
     await migrate(db)
     store = SqlTrainingStore(db)
@@ -68,12 +73,19 @@ async def _main(settings: TrainingSettings) -> None:
         await experiments.close()
         mlflow.close()
         await store.close()
+    return engine.stop_ray(settings.ray_shutdown_timeout_s)
 
 
 def main() -> None:
     settings = TrainingSettings()
     configure_logging(settings.log_level, settings.log_format)
-    asyncio.run(_main(settings))
+    if not asyncio.run(_main(settings)):
+        # Ray's exit hook would block again on the dead local node: everything else is closed.
+        log.warning(
+            "ray did not shut down in time; exiting", timeout_s=settings.ray_shutdown_timeout_s
+        )
+        logging.shutdown()
+        os._exit(0)
 
 
 if __name__ == "__main__":

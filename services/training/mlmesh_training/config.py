@@ -34,6 +34,8 @@ class TrainingSettings(ServerSettings):
         None, validation_alias=AliasChoices("RAY_ADDRESS", "MLMESH_TRAINING_RAY_ADDRESS")
     )
     ray_num_cpus: int | None = None
+    # How long shutdown waits for Ray's driver to disconnect (and a local Ray to stop).
+    ray_shutdown_timeout_s: float = 3.0
     # Recorded as each training's `git_commit` lineage tag; detected from the checkout if unset.
     git_commit: str = Field("", validation_alias=AliasChoices("MLMESH_GIT_COMMIT"))
     # MLflow experiment that training runs are logged to.

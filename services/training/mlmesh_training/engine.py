@@ -4,6 +4,7 @@ all rows in another; the gRPC event loop only schedules and awaits them."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -175,6 +176,16 @@ def start_ray(address: str | None, num_cpus: int | None, connect_timeout_s: floa
                 raise
             log.warning("ray cluster not ready; retrying", address=address, error=str(error))
             time.sleep(2)
+
+
+def stop_ray(timeout_s: float) -> bool:
+    """Disconnects from Ray, stopping a local Ray this process started. False when that did not
+    finish within `timeout_s`: Ray's driver blocks for about 10 s when its local node died
+    first, as a SIGTERM to the whole process group (honcho's, Ctrl-C) kills it."""
+    stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+    stopping.start()
+    stopping.join(timeout_s)
+    return not stopping.is_alive()
 
 
 Progress = Callable[[int, int], Awaitable[None]]
