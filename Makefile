@@ -71,10 +71,9 @@ constraints: install
 clean:
 	rm -rf $(VENV) gen gateway/build .mlmesh .tools
 
-# deploy/k8s offline: the gateway config rendered from the descriptor set, every overlay built
-# with `kubectl kustomize` and validated (kubernetes-validate --strict, the RayCluster schema,
-# envoy --mode validate, pod policy); the Dockerfiles linted with hadolint.
+# deploy/k8s offline: every overlay built with `kubectl kustomize` (also from a fresh clone) and
+# validated (kubernetes-validate --strict, the RayCluster schema, the gateway's config rendered
+# as its image does and loaded by envoy --mode validate, pod policy); Dockerfiles linted.
 k8s-validate: protos
-	$(PY) deploy/k8s/render_gateway_config.py
 	$(PY) deploy/k8s/validate.py
-	$(BIN)/hadolint services/tracking/Dockerfile services/experiments/Dockerfile services/training/Dockerfile
+	$(BIN)/hadolint services/tracking/Dockerfile services/experiments/Dockerfile services/training/Dockerfile gateway/Dockerfile

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -69,6 +70,9 @@ class GatewaySettings(BaseSettings):
     upstream_timeout_s: float = 60.0
     descriptor: Path = BUILD_DIR / "descriptors.pb"
     openapi: Path = BUILD_DIR / "openapi.json"
+    # Where `python -m gateway` writes the rendered config, and the Envoy it then runs.
+    config_path: Path = Path(tempfile.gettempdir()) / "envoy.yaml"
+    envoy_bin: str = "envoy"
     # domain -> host:port; wins over MLMESH_<DOMAIN>_UPSTREAM (tests and the mesh runner set it).
     upstreams: dict[str, str] = Field(default_factory=dict)
     auth: Literal["none", "jwt"] = Field("none", validation_alias="MLMESH_AUTH")

