@@ -4,9 +4,13 @@ request validation, body limits, health, CORS, request ids and native gRPC on th
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import grpc
 import pytest
@@ -15,7 +19,7 @@ import requests
 from gateway import openapi
 from gateway.descriptors import load_descriptor_set
 from tests.gateway.conftest import gateway_for
-from tests.helpers.net import free_port
+from tests.helpers.net import free_port, wait_for_http
 
 WIDGETS = "/api/v1/widgets"
 
@@ -277,3 +281,40 @@ def test_openapi_is_served_and_matches_the_descriptor(session, gateway, compiled
     assert set(paths[WIDGETS]["post"]["responses"]) >= {"201", "default"}
     assert "204" in paths[WIDGETS + "/{widget_id}"]["delete"]["responses"]
     assert "202" in paths[WIDGETS + "/build/async"]["post"]["responses"]
+
+
+def test_the_gateway_image_entry_point_renders_from_its_environment_and_serves(
+    compiled, widget_server, tmp_path
+):
+    """`python -m gateway`, the image's entry point: the config from the environment alone
+    (as deploy/k8s's ConfigMap gateway-env gives it), then Envoy serving it."""
+    port, admin = free_port(), free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "MLMESH_GATEWAY_PORT": str(port),
+        "MLMESH_GATEWAY_ADMIN_PORT": str(admin),
+        "MLMESH_GATEWAY_DESCRIPTOR": str(compiled.descriptor),
+        "MLMESH_GATEWAY_OPENAPI": str(compiled.openapi),
+        "MLMESH_GATEWAY_CONFIG_PATH": str(tmp_path / "envoy.yaml"),
+        "MLMESH_GATEWAY_ENVOY_BIN": str(Path(sys.executable).parent / "envoy"),
+        "MLMESH_GATEWAYTEST_UPSTREAM": widget_server.address,
+    }
+    log = (tmp_path / "envoy.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "--disable-hot-restart", "--log-level", "warn"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{admin}/ready", 30, alive=lambda: process.poll() is None)
+        response = requests.post(
+            f"http://127.0.0.1:{port}{WIDGETS}", json={"name": "from-env"}, timeout=10
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["name"] == "from-env"
+    finally:
+        process.terminate()
+        process.wait(10)
