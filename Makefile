@@ -11,9 +11,9 @@ SERVICES := services/common services/tracking services/experiments services/trai
 PYTEST_ARGS ?=
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: setup install protos run demo test bench lint lint-python lint-protos constraints clean k8s-validate
+.PHONY: setup install protos ui ui-dev run demo test bench lint lint-python lint-protos constraints clean k8s-validate
 
-setup: install protos
+setup: install protos ui
 
 install: $(STAMP)
 $(STAMP): constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(SERVICES))
@@ -28,6 +28,21 @@ $(GEN_STAMP): $(PROTOS) tools/gen_protos.py gateway/openapi.py $(STAMP)
 	$(PY) tools/gen_protos.py
 	$(PY) -m gateway.openapi gateway/build/descriptors.pb gateway/build/openapi.json
 	touch $@
+
+# The web UI (ui/): npm ci when the lock file changes; the API types from the OpenAPI document
+# and the production build (ui/dist, served by the gateway) whenever ui/ or the API changes.
+UI_SOURCES := $(shell find ui -path ui/node_modules -prune -o -path ui/dist -prune -o -type f -print 2>/dev/null | grep -v 'ui/src/api/schema.d.ts')
+ui: ui/dist/index.html
+ui/node_modules/.package-lock.json: ui/package-lock.json
+	cd ui && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+ui/dist/index.html: $(UI_SOURCES) ui/node_modules/.package-lock.json $(GEN_STAMP)
+	cd ui && npm run --silent gen && npm run --silent build
+	touch $@
+
+# Hot reload on http://127.0.0.1:5173 for work on the UI; /api goes to the gateway of `make run`.
+ui-dev: ui/node_modules/.package-lock.json $(GEN_STAMP)
+	cd ui && npm run --silent gen && npx vite
 
 # The whole mesh on embedded defaults: MLflow, the services and Envoy on 127.0.0.1:8080.
 run: setup
@@ -69,7 +84,7 @@ constraints: install
 	  echo "# Regenerate: make constraints"; $(BIN)/pip list --format=freeze --exclude-editable; } > constraints.txt
 
 clean:
-	rm -rf $(VENV) gen gateway/build .mlmesh .tools
+	rm -rf $(VENV) gen gateway/build .mlmesh .tools ui/node_modules ui/dist ui/src/api/schema.d.ts
 
 # deploy/k8s offline: every overlay built with `kubectl kustomize` (also from a fresh clone) and
 # validated (kubernetes-validate --strict, the RayCluster schema, the gateway's config rendered

@@ -23,6 +23,8 @@ from mlmesh_common.server import HTTP_CODE_HEADER
 from mlmesh_common.tenancy import TENANT_HEADER
 
 BUILD_DIR = Path(__file__).resolve().parent / "build"
+# The web UI's production build (`make ui`: ui/dist), served by the gateway when it exists.
+UI_DIST = Path(__file__).resolve().parent.parent / "ui" / "dist"
 
 # The one table to extend when a domain gets a service: its default gRPC port on loopback.
 DEFAULT_PORTS = {
@@ -73,6 +75,8 @@ class GatewaySettings(BaseSettings):
     # Where `python -m gateway` writes the rendered config, and the Envoy it then runs.
     config_path: Path = Path(tempfile.gettempdir()) / "envoy.yaml"
     envoy_bin: str = "envoy"
+    # The built single-page app; no UI routes when the directory has no index.html.
+    ui_dir: Path = UI_DIST
     # domain -> host:port; wins over MLMESH_<DOMAIN>_UPSTREAM (tests and the mesh runner set it).
     upstreams: dict[str, str] = Field(default_factory=dict)
     auth: Literal["none", "jwt"] = Field("none", validation_alias="MLMESH_AUTH")
@@ -101,7 +105,7 @@ class GatewaySettings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("jwks_file", "descriptor", "openapi")
+    @field_validator("jwks_file", "descriptor", "openapi", "ui_dir")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().resolve()
@@ -499,6 +503,7 @@ def _jwt_authn(settings: GatewaySettings) -> dict[str, Any]:
         rules=[
             {"match": {"path": HEALTHZ_PATH}},
             {"match": {"path": OPENAPI_PATH}},
+            *({"match": route["match"]} for route in _ui_routes(settings)),
             {"match": {"prefix": "/"}, "requires": {"provider_name": JWT_PROVIDER}},
         ],
         bypass_cors_preflight=True,
@@ -593,6 +598,7 @@ def _route_config(settings: GatewaySettings, domains: list[str]) -> dict[str, An
             "route": {"cluster": domains[0], "timeout": timeout},
         }
     )
+    routes += [{**route, "typed_per_filter_config": transcoder_off} for route in _ui_routes(settings)]
     routes.append(
         {
             "name": "unknown",
@@ -612,13 +618,103 @@ def _route_config(settings: GatewaySettings, domains: list[str]) -> dict[str, An
                 max_age="600",
             )
         }
-    openapi_bytes = settings.openapi.stat().st_size
+    largest = max(
+        [settings.openapi.stat().st_size, *(path.stat().st_size for _, path in _ui_files(settings))]
+    )
     return {
         "name": "mlmesh",
-        # The OpenAPI document is served as a direct response (default cap 4 KiB).
-        "max_direct_response_body_size_bytes": max(openapi_bytes * 2, 1024 * 1024),
+        # The OpenAPI document and the UI's files are direct responses (default cap 4 KiB).
+        "max_direct_response_body_size_bytes": max(largest * 2, 1024 * 1024),
         "virtual_hosts": [virtual_host],
     }
+
+
+# --- the web UI ---------------------------------------------------------------------------
+# The built single-page app is static files: each one is an exact-path direct response read
+# from disk when Envoy loads its config, and every client-side route answers index.html so that
+# a deep link loads. No file server beside Envoy, same origin as /api/v1 (no CORS).
+
+# First path segments of the UI's routes (ui/src/routes.ts); part 2's views included.
+UI_ROUTE_PREFIXES = (
+    "/experiments",
+    "/runs",
+    "/compare",
+    "/tracking",
+    "/models",
+    "/datasets",
+    "/tasks",
+    "/studies",
+)
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+    ".map": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+}
+# Vite names everything under assets/ by its content hash: cacheable for good. index.html
+# names the current assets, so browsers revalidate it.
+_IMMUTABLE = "public, max-age=31536000, immutable"
+_REVALIDATE = "no-cache"
+
+
+def _ui_files(settings: GatewaySettings) -> list[tuple[str, Path]]:
+    """(URL path, file) of every file of the UI build; empty without a build."""
+    root = settings.ui_dir
+    if not (root / "index.html").is_file():
+        return []
+    return [
+        ("/" + path.relative_to(root).as_posix(), path)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    ]
+
+
+def _static_route(name: str, match: dict[str, Any], path: Path, cache: str) -> dict[str, Any]:
+    headers = {
+        "content-type": _CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+        "cache-control": cache,
+        "x-content-type-options": "nosniff",
+    }
+    return {
+        "name": name,
+        "match": {**match, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": 200, "body": {"filename": str(path)}},
+        "response_headers_to_add": [
+            {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+            for key, value in headers.items()
+        ],
+    }
+
+
+def _ui_routes(settings: GatewaySettings) -> list[dict[str, Any]]:
+    """Routes of the UI: its files by exact path, then index.html for `/` and every client-side
+    route (GET only; anything else falls through to the gateway's JSON 404)."""
+    files = _ui_files(settings)
+    if not files:
+        return []
+    index = settings.ui_dir / "index.html"
+    routes = [
+        _static_route(
+            f"ui:{url}",
+            {"path": url},
+            path,
+            _IMMUTABLE if url.startswith("/assets/") else _REVALIDATE,
+        )
+        for url, path in files
+        if url != "/index.html"
+    ]
+    routes.append(_static_route("ui:/", {"path": "/"}, index, _REVALIDATE))
+    routes += [
+        _static_route(f"ui:{prefix}", {"path_separated_prefix": prefix}, index, _REVALIDATE)
+        for prefix in UI_ROUTE_PREFIXES
+    ]
+    return routes
 
 
 def _listener(

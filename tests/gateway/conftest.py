@@ -142,6 +142,8 @@ def widget_server(compiled):
 
 
 def gateway_for(compiled, workdir, upstream, **overrides):
+    # No web UI unless a test brings one: `/` and unknown paths stay the gateway's 404.
+    overrides.setdefault("ui_dir", workdir / "no-ui")
     return start_gateway(
         workdir,
         {"gatewaytest": upstream},

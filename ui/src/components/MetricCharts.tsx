@@ -1,0 +1,111 @@
+// Metric-history charts with their settings in the URL: x axis (step or time), log scale,
+// smoothing and zoom. A zoom on steps re-queries that step range at full resolution.
+import { useQueries } from "@tanstack/react-query";
+import { MAX_POINTS, type RunSource } from "../api/sources";
+import { readBool, readRange, useUrlState } from "../lib/url";
+import { ErrorBox } from "./States";
+import { HistoryChart, type ChartSettings } from "./HistoryChart";
+
+export function useChartSettings(): [ChartSettings, [number, number] | null] {
+  const [params] = useUrlState();
+  const smoothing = Number(params.get("smooth") ?? 0);
+  return [
+    {
+      axis: params.get("x") === "time" ? "time" : "step",
+      log: readBool(params, "log"),
+      smoothing: Number.isFinite(smoothing) ? Math.min(Math.max(smoothing, 0), 0.99) : 0,
+    },
+    readRange(params, "zoom"),
+  ];
+}
+
+export function ChartControls() {
+  const [params, update] = useUrlState();
+  const [settings, zoom] = useChartSettings();
+  return (
+    <div className="controls" data-testid="chart-controls">
+      <label>
+        x{" "}
+        <select value={settings.axis} onChange={(e) => update({ x: e.target.value === "time" ? "time" : null, zoom: null })}>
+          <option value="step">step</option>
+          <option value="time">time</option>
+        </select>
+      </label>
+      <label>
+        <input type="checkbox" checked={settings.log} onChange={(e) => update({ log: e.target.checked })} /> log scale
+      </label>
+      <label>
+        smoothing{" "}
+        <input
+          type="range"
+          min={0}
+          max={0.99}
+          step={0.01}
+          value={settings.smoothing}
+          onChange={(e) => update({ smooth: Number(e.target.value) || null })}
+        />{" "}
+        {settings.smoothing.toFixed(2)}
+      </label>
+      {zoom && (
+        <button type="button" onClick={() => update({ zoom: null })}>
+          reset zoom
+        </button>
+      )}
+      {params.get("zoom") && !zoom && <span className="error">invalid zoom in the URL</span>}
+    </div>
+  );
+}
+
+/** One chart per metric key; each overlays the histories of `runs`. */
+export function MetricCharts({
+  source,
+  runs,
+  keys,
+  live,
+}: {
+  source: RunSource;
+  runs: { id: string; label: string }[];
+  keys: string[];
+  live: boolean;
+}) {
+  const [, update] = useUrlState();
+  const [settings, zoom] = useChartSettings();
+  // Steps are what the API can range over; a zoom on time stays in the browser.
+  const range = settings.axis === "step" ? zoom : null;
+  const pairs = keys.flatMap((key) => runs.map((run) => ({ key, run })));
+  const results = useQueries({
+    queries: pairs.map(({ key, run }) => ({
+      queryKey: [source.key, "history", run.id, key, range],
+      queryFn: () => source.history(run.id, key, MAX_POINTS, range),
+      refetchInterval: live ? 5000 : (false as const),
+      placeholderData: (previous: unknown) => previous,
+    })),
+  });
+  const onZoom = (next: [number, number] | null) =>
+    update({ zoom: next ? next.map((v) => String(+v.toPrecision(12))) : null });
+  return (
+    <div className="charts">
+      {keys.map((key) => {
+        const mine = pairs
+          .map((pair, i) => ({ pair, result: results[i] }))
+          .filter(({ pair }) => pair.key === key);
+        const error = mine.find(({ result }) => result.error)?.result.error;
+        return (
+          <div key={key}>
+            {error ? <ErrorBox error={error} /> : null}
+            <HistoryChart
+              title={key}
+              settings={settings}
+              zoom={zoom}
+              onZoom={onZoom}
+              series={mine.map(({ pair, result }) => ({
+                label: pair.run.label,
+                points: (result.data as { points: [] } | undefined)?.points ?? [],
+              }))}
+            />
+          </div>
+        );
+      })}
+    </div>
+  );
+}

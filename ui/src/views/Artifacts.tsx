@@ -1,0 +1,71 @@
+// A run's artifacts: the list, and downloads fetched with the session's tenant or token (a
+// plain link would not carry them).
+import { useQuery } from "@tanstack/react-query";
+import { useState } from "react";
+import { api, authHeaders, toApiError, unwrap } from "../api/client";
+import { Empty, ErrorBox, Loading } from "../components/States";
+
+export function Artifacts({ runId }: { runId: string }) {
+  const [error, setError] = useState<unknown>(null);
+  const query = useQuery({
+    queryKey: ["experiments", "artifacts", runId],
+    queryFn: () =>
+      unwrap(api.GET("/api/v1/experiments/runs/{run_id}/artifacts", { params: { path: { run_id: runId } } })),
+  });
+  const download = async (path: string) => {
+    setError(null);
+    // By hand: the path's slashes stay separators (a typed path parameter would encode them).
+    const segments = path.split("/").map(encodeURIComponent).join("/");
+    const response = await fetch(
+      `/api/v1/experiments/runs/${encodeURIComponent(runId)}/artifacts/${segments}`,
+      { headers: authHeaders() },
+    );
+    if (!response.ok) {
+      const body = await response.text();
+      setError(toApiError(response.status, parseJson(body)));
+      return;
+    }
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement("a");
+    link.href = url;
+    link.download = path.split("/").pop() ?? path;
+    link.click();
+    URL.revokeObjectURL(url);
+  };
+  const artifacts = query.data?.artifacts ?? [];
+  return (
+    <div data-testid="artifacts">
+      <h2>Artifacts</h2>
+      <ErrorBox error={query.error ?? error} />
+      {query.isLoading ? (
+        <Loading what="artifacts" />
+      ) : artifacts.length === 0 ? (
+        <Empty>no artifacts</Empty>
+      ) : (
+        <table className="grid">
+          <tbody>
+            {artifacts.map((a) => (
+              <tr key={a.path}>
+                <td>{a.path}</td>
+                <td>{Number(a.size_bytes ?? 0).toLocaleString()} B</td>
+                <td>
+                  <button type="button" onClick={() => download(a.path ?? "")}>
+                    download
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+    </div>
+  );
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
