@@ -53,9 +53,12 @@ demo: setup
 	$(PY) -m tools.demo
 	$(PY) -m tools.demo_training
 
-# PostgreSQL server binaries are installed if missing (CI); the tests start throwaway clusters.
+# PostgreSQL server binaries and Debian's chromium are installed if missing (CI); the tests start
+# throwaway clusters. The UI's unit tests (Vitest) run first, the browser tests inside pytest.
 test: setup
 	bash tools/ensure_postgres.sh >/dev/null
+	bash tools/ensure_chromium.sh >/dev/null
+	cd ui && npx vitest run
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Side-by-side performance against a real mlflow server; writes docs/benchmarks.md.

@@ -23,7 +23,7 @@ function Session() {
     setCredentials(next);
     setCurrent(next);
     // Nothing cached for one tenant may show for another.
-    client.removeQueries();
+    client.resetQueries();
   };
   return (
     <form className="session" onSubmit={apply} aria-label="session">

@@ -75,7 +75,8 @@ export function HistoryChart({
           stroke: COLORS[i % COLORS.length],
           width: 1.5,
           spanGaps: true,
-          points: { show: false },
+          // Dots where the view holds few points (a one-point series would be invisible).
+          points: { show: (_u: uPlot, _s: number, i0: number, i1: number) => i1 - i0 < 60 },
         })),
       ],
       cursor: { drag: { x: true, y: false, setScale: false } },

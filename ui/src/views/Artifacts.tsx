@@ -2,15 +2,22 @@
 // plain link would not carry them).
 import { useQuery } from "@tanstack/react-query";
 import { useState } from "react";
+import { useUrlState } from "../lib/url";
 import { api, authHeaders, toApiError, unwrap } from "../api/client";
 import { Empty, ErrorBox, Loading } from "../components/States";
 
 export function Artifacts({ runId }: { runId: string }) {
   const [error, setError] = useState<unknown>(null);
+  const [params, update] = useUrlState();
+  const dir = params.get("adir") ?? "";
   const query = useQuery({
-    queryKey: ["experiments", "artifacts", runId],
+    queryKey: ["experiments", "artifacts", runId, dir],
     queryFn: () =>
-      unwrap(api.GET("/api/v1/experiments/runs/{run_id}/artifacts", { params: { path: { run_id: runId } } })),
+      unwrap(
+        api.GET("/api/v1/experiments/runs/{run_id}/artifacts", {
+          params: { path: { run_id: runId }, query: { path: dir || undefined } },
+        }),
+      ),
   });
   const download = async (path: string) => {
     setError(null);
@@ -35,7 +42,14 @@ export function Artifacts({ runId }: { runId: string }) {
   const artifacts = query.data?.artifacts ?? [];
   return (
     <div data-testid="artifacts">
-      <h2>Artifacts</h2>
+      <h2>
+        Artifacts{dir ? ` in ${dir}/` : ""}{" "}
+        {dir && (
+          <button type="button" className="link" onClick={() => update({ adir: dir.split("/").slice(0, -1).join("/") })}>
+            ↑ up
+          </button>
+        )}
+      </h2>
       <ErrorBox error={query.error ?? error} />
       {query.isLoading ? (
         <Loading what="artifacts" />
@@ -46,12 +60,22 @@ export function Artifacts({ runId }: { runId: string }) {
           <tbody>
             {artifacts.map((a) => (
               <tr key={a.path}>
-                <td>{a.path}</td>
-                <td>{Number(a.size_bytes ?? 0).toLocaleString()} B</td>
                 <td>
-                  <button type="button" onClick={() => download(a.path ?? "")}>
-                    download
-                  </button>
+                  {a.is_dir ? (
+                    <button type="button" className="link" onClick={() => update({ adir: a.path })}>
+                      {a.path}/
+                    </button>
+                  ) : (
+                    a.path
+                  )}
+                </td>
+                <td>{a.is_dir ? "" : `${Number(a.size_bytes ?? 0).toLocaleString()} B`}</td>
+                <td>
+                  {!a.is_dir && (
+                    <button type="button" onClick={() => download(a.path ?? "")}>
+                      download
+                    </button>
+                  )}
                 </td>
               </tr>
             ))}

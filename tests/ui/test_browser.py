@@ -1,0 +1,139 @@
+"""The web UI in a real browser: Debian's chromium driven by Playwright (ui/e2e/browser.mjs)
+against the built UI served by the real Envoy gateway, in front of the experiments service on
+PostgreSQL. The data is created here through the API; the script checks the views against it.
+Screenshots land in ui/test-results/ (kept as test artifacts)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from gateway.envoy_config import UI_DIST
+from tests.helpers.gateway import start_gateway
+from tests.helpers.rest import Client
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "ui" / "e2e" / "browser.mjs"
+RESULTS = ROOT / "ui" / "test-results"
+
+
+def chromium() -> str:
+    # `make test` installs it (tools/ensure_chromium.sh); a missing browser fails, never skips.
+    path = os.environ.get("MLMESH_CHROMIUM", "/usr/bin/chromium")
+    if not Path(path).is_file():
+        pytest.fail(f"{path} is missing: run `bash tools/ensure_chromium.sh` (make test does)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ui_gateway(registry_process, tmp_path_factory):
+    if not (UI_DIST / "index.html").is_file():
+        pytest.fail(f"{UI_DIST} has no build: run `make ui` (make setup does)")
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("ui-gw"), {"experiments": registry_process.address}
+    )
+    yield gateway
+    gateway.stop()
+
+
+def created(response) -> dict:
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def seed(api: Client, prefix: str) -> dict:
+    """One experiment with three finished runs (histories, params of which one varies, an
+    artifact) and a second experiment to archive; returns what the browser script checks."""
+    experiment = created(
+        api(
+            "POST",
+            "/api/v1/experiments",
+            json={"name": f"{prefix}-momentum", "strategy_id": f"{prefix}-S1"},
+        )
+    )
+    other = created(
+        api(
+            "POST",
+            "/api/v1/experiments",
+            json={"name": f"{prefix}-archivable", "strategy_id": f"{prefix}-S2"},
+        )
+    )
+    runs = []
+    for index, (lr, sharpe) in enumerate([("0.1", 1.2), ("0.01", 1.9), ("0.001", 0.7)]):
+        run = created(
+            api(
+                "POST",
+                "/api/v1/experiments/runs",
+                json={"experiment_id": experiment["id"], "name": f"run-{index}"},
+            )
+        )
+        loss = [
+            {"key": "loss", "value": 1 / (step + 1) + 0.01 * index, "step": step}
+            for step in range(500)
+        ]
+        batch = api(
+            "POST",
+            f"/api/v1/experiments/runs/{run['id']}/log-batch",
+            json={
+                "metrics": [
+                    *loss,
+                    {"key": "sharpe", "value": sharpe, "step": 0},
+                    {"key": "mse", "value": 0.02 + 0.01 * math.sin(index), "step": 0},
+                ],
+                "params": [{"key": "lr", "value": lr}, {"key": "model", "value": "lightgbm"}],
+                "tags": [{"key": "fold", "value": "purged"}],
+            },
+        )
+        assert batch.status_code == 200, batch.text
+        ended = api("POST", f"/api/v1/experiments/runs/{run['id']}/end", json={})
+        assert ended.status_code == 200, ended.text
+        runs.append(run["id"])
+    upload = api(
+        "POST",
+        f"/api/v1/experiments/runs/{runs[0]}/log-artifact?artifact_path=reports",
+        files={"file": ("report.json", b'{"ok": true}', "application/json")},
+    )
+    assert upload.status_code == 200, upload.text
+    return {"experiment": experiment["id"], "other": other["id"], "runs": runs}
+
+
+def test_browser(ui_gateway):
+    browser = chromium()
+    prefix = f"ui{uuid.uuid4().hex[:6]}"
+    tenant, other_tenant = f"t-{prefix}-a", f"t-{prefix}-b"
+    data = seed(Client(ui_gateway.base_url, tenant), prefix)
+    created(
+        Client(ui_gateway.base_url, other_tenant)(
+            "POST", "/api/v1/experiments", json={"name": f"{prefix}-other-tenant"}
+        )
+    )
+    shutil.rmtree(RESULTS, ignore_errors=True)
+    RESULTS.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "BASE_URL": ui_gateway.base_url,
+        "CHROMIUM": browser,
+        "RESULTS": str(RESULTS),
+        "E2E_DATA": json.dumps(
+            {**data, "prefix": prefix, "tenant": tenant, "otherTenant": other_tenant}
+        ),
+    }
+    result = subprocess.run(
+        ["node", str(SCRIPT)],
+        cwd=ROOT / "ui",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, (
+        f"browser tests failed:\n{result.stdout}\n{result.stderr}"
+    )
+    assert (RESULTS / "compare.png").stat().st_size > 10_000

@@ -1,0 +1,240 @@
+// End-to-end checks of the web UI in Debian's chromium (playwright-core; no browser is ever
+// downloaded). Run by tests/ui/test_browser.py, which starts the mesh and creates the data:
+// BASE_URL, CHROMIUM, RESULTS (screenshots) and E2E_DATA (ids) come from there.
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.BASE_URL;
+const RESULTS = process.env.RESULTS;
+const data = JSON.parse(process.env.E2E_DATA);
+
+export const CHROMIUM_ARGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+async function api(method, path, body, tenant = data.tenant) {
+  const response = await fetch(BASE + path, {
+    method,
+    headers: { "content-type": "application/json", "x-tenant-id": tenant },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  return { status: response.status, body: text ? JSON.parse(text) : null };
+}
+
+/** Whether the chart's canvas has drawn pixels (a series line, not only a blank area). */
+async function canvasInk(page, selector) {
+  return page.$eval(selector, (canvas) => {
+    const context = canvas.getContext("2d");
+    const { data: pixels } = context.getImageData(0, 0, canvas.width, canvas.height);
+    let ink = 0;
+    for (let i = 0; i < pixels.length; i += 4) {
+      const [r, g, b, a] = [pixels[i], pixels[i + 1], pixels[i + 2], pixels[i + 3]];
+      // The first series' stroke is blue (#1f77b4): count strongly blue pixels only.
+      if (a > 0 && b > 120 && b - r > 60) ink += 1;
+    }
+    return ink;
+  });
+}
+
+const steps = [];
+const step = (name, body) => steps.push({ name, body });
+
+step("set the tenant and list the experiments", async (page) => {
+  await page.goto(BASE + "/");
+  await page.getByLabel("tenant", { exact: true }).fill(data.tenant);
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.goto(`${BASE}/experiments?q=${data.prefix}`);
+  const table = page.getByTestId("experiments-table");
+  await table.getByText(`${data.prefix}-momentum`).waitFor();
+  await table.getByText(`${data.prefix}-archivable`).waitFor();
+  assert.equal(await table.locator("[data-row-id]").count(), 2);
+  await page.getByLabel("strategy filter").fill(`${data.prefix}-S2`);
+  await page.getByLabel("strategy filter").press("Enter");
+  await page.waitForURL(/strategy=/);
+  await table.getByText(`${data.prefix}-momentum`).waitFor({ state: "detached" });
+  assert.equal(await table.locator("[data-row-id]").count(), 1);
+  await page.screenshot({ path: `${RESULTS}/experiments.png`, fullPage: true });
+});
+
+step("open an experiment: its runs, a filter, an invalid filter", async (page) => {
+  await page.goto(`${BASE}/experiments?q=${data.prefix}`);
+  await page.getByRole("link", { name: `${data.prefix}-momentum` }).click();
+  await page.waitForURL(`**/experiments/${data.experiment}`);
+  const rows = page.getByTestId("runs-table").locator("[data-row-id]");
+  await rows.first().waitFor();
+  assert.equal(await rows.count(), 3);
+  const filter = "metrics.sharpe > 1";
+  const expected = await api(
+    "GET",
+    `/api/v1/experiments/runs?experiment_id=${data.experiment}&filter=${encodeURIComponent(filter)}`,
+  );
+  assert.equal(expected.body.runs.length, 2);
+  await page.getByLabel("filter").fill(filter);
+  await page.getByLabel("filter").press("Enter");
+  await page.waitForURL(/filter=/);
+  await page.waitForFunction(
+    () => document.querySelectorAll('[data-testid="runs-table"] [data-row-id]').length === 2,
+  );
+  const shown = await rows.evaluateAll((els) => els.map((el) => el.dataset.rowId).sort());
+  assert.deepEqual(shown, expected.body.runs.map((r) => r.id).sort());
+  const invalid = "metrics.sharpe >>> 1";
+  const error = await api(
+    "GET",
+    `/api/v1/experiments/runs?experiment_id=${data.experiment}&filter=${encodeURIComponent(invalid)}`,
+  );
+  assert.equal(error.status, 400);
+  await page.getByLabel("filter").fill(invalid);
+  await page.getByLabel("filter").press("Enter");
+  const box = page.getByTestId("filter-error");
+  await box.waitFor();
+  assert.equal((await box.textContent()).trim(), error.body.message);
+  await page.screenshot({ path: `${RESULTS}/invalid-filter.png`, fullPage: true });
+});
+
+step("pick a column", async (page) => {
+  await page.goto(`${BASE}/experiments/${data.experiment}`);
+  await page.getByRole("button", { name: /Columns/ }).click();
+  await page.getByRole("group", { name: "columns" }).getByLabel("params.lr").check();
+  await page.waitForURL(/cols=/);
+  const header = page.getByTestId("runs-table").locator('[role="columnheader"][data-column="params.lr"]');
+  await header.waitFor();
+  const cells = await page
+    .getByTestId("runs-table")
+    .locator('[role="cell"][data-column="params.lr"]')
+    .allTextContents();
+  assert.deepEqual(cells.sort(), ["0.001", "0.01", "0.1"]);
+});
+
+step("open a run: details, artifacts, a drawn chart", async (page) => {
+  await page.goto(`${BASE}/experiments/${data.experiment}`);
+  await page.getByRole("link", { name: "run-0" }).click();
+  await page.waitForURL(`**/runs/${data.runs[0]}`);
+  await page.getByTestId("run").waitFor();
+  await page.getByTestId("artifacts").getByRole("button", { name: "reports/" }).click();
+  await page.waitForURL(/adir=reports/);
+  const download = page.waitForEvent("download");
+  await page.getByTestId("artifacts").getByRole("button", { name: "download" }).click();
+  const file = await download;
+  assert.equal(file.suggestedFilename(), "report.json");
+  const chunks = [];
+  for await (const chunk of await file.createReadStream()) chunks.push(chunk);
+  assert.equal(Buffer.concat(chunks).toString(), '{"ok": true}');
+  const chart = page.locator('figure[data-chart="loss"]');
+  await chart.waitFor();
+  await page.waitForFunction(
+    () => Number(document.querySelector('figure[data-chart="loss"]')?.dataset.points) > 0,
+  );
+  const ink = await canvasInk(page, 'figure[data-chart="loss"] canvas');
+  assert.ok(ink > 200, `the loss chart's canvas is blank (${ink} series pixels)`);
+  await page.getByLabel("log scale").check();
+  await page.waitForURL(/log=1/);
+  await page.screenshot({ path: `${RESULTS}/run.png`, fullPage: true });
+});
+
+step("compare three runs: best values, only differing, deep-link reload", async (page) => {
+  await page.goto(`${BASE}/experiments/${data.experiment}`);
+  for (const id of data.runs) await page.getByLabel(`select ${id}`).check();
+  await page.getByTestId("compare-link").click();
+  await page.waitForURL(/\/compare\?runs=/);
+  const truth = await api("POST", "/api/v1/experiments/runs/compare", { run_ids: data.runs });
+  assert.equal(truth.status, 200);
+  const checkBest = async () => {
+    await page.getByTestId("compare-metrics").waitFor();
+    for (const [key, diff] of Object.entries(truth.body.metric_diff)) {
+      const best = diff.best_run_id ?? diff.best_id;
+      const cells = page.locator(`[data-testid="compare-metrics"] tr[data-metric="${key}"] td.best`);
+      assert.equal(await cells.count(), 1, `one best cell for ${key}`);
+      assert.equal(await cells.first().getAttribute("data-run-id"), best, `best of ${key}`);
+    }
+  };
+  await checkBest();
+  const params = page.getByTestId("compare-params").locator("tr[data-param]");
+  assert.deepEqual((await params.evaluateAll((els) => els.map((e) => e.dataset.param))).sort(), ["lr", "model"]);
+  await page.getByTestId("only-differing").check();
+  await page.waitForURL(/diff=1/);
+  await page.waitForFunction(
+    () => document.querySelectorAll('[data-testid="compare-params"] tr[data-param]').length === 1,
+  );
+  assert.deepEqual(await params.evaluateAll((els) => els.map((e) => e.dataset.param)), ["lr"]);
+  await page.getByLabel("metric to chart").selectOption("loss");
+  await page.waitForFunction(
+    () => Number(document.querySelector('figure[data-chart="loss"]')?.dataset.points) >= 3,
+  );
+  await page.screenshot({ path: `${RESULTS}/compare.png`, fullPage: true });
+  const url = page.url();
+  await page.reload();
+  assert.equal(page.url(), url);
+  await checkBest();
+  assert.equal(await page.getByTestId("only-differing").isChecked(), true);
+  assert.equal(await params.count(), 1);
+});
+
+step("archive and restore an experiment", async (page) => {
+  await page.goto(`${BASE}/experiments?q=${data.prefix}-archivable`);
+  const row = page.locator(`[data-row-id="${data.other}"]`);
+  await row.getByRole("button", { name: "Archive" }).click();
+  await row.waitFor({ state: "detached" });
+  assert.equal((await api("GET", `/api/v1/experiments/${data.other}`)).body.lifecycle_stage, "deleted");
+  await page.getByLabel("lifecycle").selectOption("deleted");
+  await page.waitForURL(/stage=deleted/);
+  await row.getByRole("button", { name: "Restore" }).click();
+  await row.waitFor({ state: "detached" });
+  assert.equal((await api("GET", `/api/v1/experiments/${data.other}`)).body.lifecycle_stage, "active");
+});
+
+step("switch tenant: the other tenant's data disappears", async (page) => {
+  await page.goto(`${BASE}/experiments?q=${data.prefix}`);
+  const table = page.getByTestId("experiments-table");
+  await table.getByText(`${data.prefix}-momentum`).waitFor();
+  await page.getByLabel("tenant", { exact: true }).fill(data.otherTenant);
+  await page.getByRole("button", { name: "Apply" }).click();
+  await table.getByText(`${data.prefix}-other-tenant`).waitFor();
+  assert.equal(await table.getByText(`${data.prefix}-momentum`).count(), 0);
+  // The first tenant's run is another tenant's now: the API's 403 shows as its message.
+  await page.goto(`${BASE}/runs/${data.runs[0]}`);
+  const alert = page.getByRole("alert");
+  await alert.waitFor();
+  const denied = await api("GET", `/api/v1/experiments/runs/${data.runs[0]}`, undefined, data.otherTenant);
+  assert.equal(denied.status, 403);
+  assert.equal((await alert.textContent()).trim(), denied.body.message);
+});
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM,
+  args: CHROMIUM_ARGS,
+  headless: true,
+});
+let failed = 0;
+try {
+  const context = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  context.setDefaultTimeout(15000);
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (error) => errors.push(String(error)));
+  for (const { name, body } of steps) {
+    try {
+      await body(page);
+      console.log(`ok - ${name}`);
+    } catch (error) {
+      failed += 1;
+      console.log(`not ok - ${name}\n  ${String(error?.stack ?? error).replaceAll("\n", "\n  ")}`);
+      const slug = name.replace(/\W+/g, "-").slice(0, 40);
+      await page.screenshot({ path: `${RESULTS}/failed-${slug}.png`, fullPage: true }).catch(() => {});
+    }
+  }
+  if (errors.length) {
+    failed += 1;
+    console.log(`not ok - no page errors\n  ${errors.join("\n  ")}`);
+  }
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
