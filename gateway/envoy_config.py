@@ -598,7 +598,9 @@ def _route_config(settings: GatewaySettings, domains: list[str]) -> dict[str, An
             "route": {"cluster": domains[0], "timeout": timeout},
         }
     )
-    routes += [{**route, "typed_per_filter_config": transcoder_off} for route in _ui_routes(settings)]
+    routes += [
+        {**route, "typed_per_filter_config": transcoder_off} for route in _ui_routes(settings)
+    ]
     routes.append(
         {
             "name": "unknown",

@@ -16,7 +16,7 @@ from mlmesh_common.errors import (
     PermissionDenied,
 )
 from mlmesh_experiments.entities import MetricPoint
-from mlmesh_experiments.storage.base import StoredArtifactRecord
+from mlmesh_experiments.storage.base import HistoryQuery, StoredArtifactRecord
 
 
 def reason(excinfo) -> str:
@@ -252,9 +252,10 @@ async def test_run_details_are_stored_and_read_in_the_runs_tenant(service, store
     record = StoredArtifactRecord("a.txt", 3, "0" * 64, "file:///a.txt")
     await store.record_artifact(tenant, run.id, record, 1)
     other = f"{tenant}-x"
-    assert await store.metric_history(other, run.id, "loss") == []
+    assert await store.metric_history(other, run.id, "loss", HistoryQuery()) == ([], 0)
     assert await store.artifact_records(other, run.id) == {}
-    assert [p.value for p in await store.metric_history(tenant, run.id, "loss")] == [0.5]
+    points, _ = await store.metric_history(tenant, run.id, "loss", HistoryQuery())
+    assert [p.value for p in points] == [0.5]
     assert await store.artifact_records(tenant, run.id) == {"a.txt": record}
     # Details written under another tenant (a caller that skipped the ownership check) never
     # show on the run.
@@ -309,8 +310,18 @@ async def test_metric_history_downsamples_and_404s(service, tenant):
         tenant, run.id, metrics=[MetricPoint("eq", float(s), s, 1) for s in range(100)]
     )
     points, total = await service.metric_history(tenant, run.id, "eq", max_points=10)
-    assert total == 100 and len(points) == 10
-    assert points[0].step == 0 and points[-1].step == 99
+    # Two buckets (10 // 4) of 50 steps: each one's first, lowest, highest and last point.
+    assert total == 100 and [p.step for p in points] == [0, 49, 50, 99]
+    points, total = await service.metric_history(
+        tenant, run.id, "eq", max_points=8, start_step=10, end_step=29
+    )
+    assert total == 20 and [p.step for p in points] == [10, 19, 20, 29]
+    points, total = await service.metric_history(tenant, run.id, "eq", start_step=97)
+    assert total == 3 and [p.value for p in points] == [97.0, 98.0, 99.0]
+    # A range with no point of a logged metric is empty, not a 404.
+    assert await service.metric_history(tenant, run.id, "eq", start_step=500) == ([], 0)
+    with pytest.raises(InvalidArgument):
+        await service.metric_history(tenant, run.id, "eq", start_step=5, end_step=4)
     with pytest.raises(NotFound):
         await service.metric_history(tenant, run.id, "nope")
     with pytest.raises(InvalidArgument):

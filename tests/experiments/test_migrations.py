@@ -11,6 +11,7 @@ from mlmesh_common.artifacts import LocalArtifactStore
 from mlmesh_common.db import alembic_config, create_engine
 from mlmesh_experiments.entities import MetricPoint
 from mlmesh_experiments.service import ExperimentsService
+from mlmesh_experiments.storage.base import HistoryQuery
 from mlmesh_experiments.storage.migrate import MIGRATIONS, migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
 from tests.experiments.conftest import registry_url
@@ -101,7 +102,7 @@ async def test_run_details_survive_the_migrations(engine, tmp_path):
     await service.log_batch("acme", run.id, metrics=[MetricPoint("loss", 0.1, 5, 5)])
     points, total = await service.metric_history("acme", run.id, "loss")
     assert total == 6 and [p.step for p in points] == list(range(6))
-    assert await service._store.metric_history("other", run.id, "loss") == []
+    assert await service._store.metric_history("other", run.id, "loss", HistoryQuery()) == ([], 0)
 
     await downgrade(engine, "0001")
     history, referred = await columns(engine, "metric_history")

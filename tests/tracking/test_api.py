@@ -224,11 +224,17 @@ def test_metric_history_in_step_order(rest, seed):
 
 
 def test_metric_history_downsampled(rest, seed):
-    body = rest.get(
-        f"{RUNS}/{seed.runs['train_a']}/metrics/mse/history", params={"max_points": 4}
-    ).json()
-    assert [int(p["step"]) for p in body["points"]] == [0, 3, 6, 9]
+    url = f"{RUNS}/{seed.runs['train_a']}/metrics/mse/history"
+    body = rest.get(url, params={"max_points": 4}).json()
+    # One bucket (4 // 4): mse falls, so its first point is the highest and its last the lowest.
+    assert [int(p["step"]) for p in body["points"]] == [0, 9]
     assert body["total_points"] == 10
+    zoomed = rest.get(url, params={"start_step": 2, "end_step": 5}).json()
+    assert [int(p["step"]) for p in zoomed["points"]] == [2, 3, 4, 5]
+    assert zoomed["total_points"] == 4
+    backwards = rest.get(url, params={"start_step": 5, "end_step": 2})
+    assert backwards.status_code == 400
+    assert backwards.json()["details"][0]["reason"] == "INVALID_STEP_RANGE"
 
 
 def test_metric_history_of_unlogged_key_is_empty(rest, seed):

@@ -70,24 +70,6 @@ def test_default_tenant_means_untagged():
     ]
 
 
-def test_downsample_keeps_first_and_last():
-    points = list(range(1000))
-    sampled = history.downsample(points, 10)
-    assert len(sampled) == 10 and sampled[0] == 0 and sampled[-1] == 999
-    assert sampled == sorted(sampled)
-
-
-@given(st.integers(0, 500), st.integers(0, 600))
-def test_downsample_bounds(n, max_points):
-    points = list(range(n))
-    sampled = history.downsample(points, max_points)
-    if max_points == 0 or n <= max_points:
-        assert sampled == points
-    else:
-        assert len(sampled) <= max_points and sampled[-1] == n - 1
-        assert len(set(sampled)) == len(sampled)
-
-
 def test_downsample_rejects_negative():
     with pytest.raises(InvalidArgument):
         history.downsample([1, 2], -1)

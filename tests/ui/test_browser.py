@@ -133,7 +133,5 @@ def test_browser(ui_gateway):
         text=True,
         timeout=240,
     )
-    assert result.returncode == 0, (
-        f"browser tests failed:\n{result.stdout}\n{result.stderr}"
-    )
+    assert result.returncode == 0, f"browser tests failed:\n{result.stdout}\n{result.stderr}"
     assert (RESULTS / "compare.png").stat().st_size > 10_000

@@ -1,13 +1,24 @@
-"""Metric-history downsampling, shared by every service that returns a metric's history."""
+"""Metric-history downsampling, shared by every service that returns a metric's history.
+
+A chart of N pixel columns needs, per column, the points that set what it draws: the first and
+the last (where the line enters and leaves) and the lowest and the highest (how far it swings).
+`downsample` keeps exactly those per step bucket (M4 aggregation), so a single spike among a
+million points survives, where even decimation would drop it. The SQL stores run the same rule
+in the database (`buckets` and `bucket_of` give the arithmetic both share).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypeVar
+import math
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from mlmesh_common.errors import InvalidArgument
 
 T = TypeVar("T")
+
+# Points kept per bucket: first, min, max, last.
+PER_BUCKET = 4
 
 
 def check_max_points(max_points: int) -> None:
@@ -15,13 +26,72 @@ def check_max_points(max_points: int) -> None:
         raise InvalidArgument(f"max_points must be >= 0, got {max_points}", reason="INVALID_LIMIT")
 
 
-def downsample(points: Sequence[T], max_points: int) -> list[T]:
-    """At most `max_points` evenly spaced points (0: all), the first and the last always kept."""
+def check_step_range(start_step: int | None, end_step: int | None) -> None:
+    if start_step is not None and end_step is not None and start_step > end_step:
+        raise InvalidArgument(
+            f"start_step ({start_step}) must not exceed end_step ({end_step})",
+            reason="INVALID_STEP_RANGE",
+        )
+
+
+def in_step_range(
+    points: Sequence[T], start_step: int | None, end_step: int | None, step: Callable[[T], int]
+) -> list[T]:
+    """The points whose step lies in [start_step, end_step] (either end open when None)."""
+    low = -math.inf if start_step is None else start_step
+    high = math.inf if end_step is None else end_step
+    return [point for point in points if low <= step(point) <= high]
+
+
+def buckets(max_points: int) -> int:
+    """How many step buckets `max_points` pays for (at least one)."""
+    return max(1, max_points // PER_BUCKET)
+
+
+def bucket_of(step: int, first_step: int, last_step: int, count: int) -> int:
+    """The bucket of `step`: `count` equal step intervals over [first_step, last_step]."""
+    return (step - first_step) * count // (last_step - first_step + 1)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float | int) and math.isfinite(value)
+
+
+def downsample(
+    points: Sequence[T],
+    max_points: int,
+    *,
+    step: Callable[[T], int] = lambda point: point.step,  # type: ignore[attr-defined]
+    value: Callable[[T], float] = lambda point: point.value,  # type: ignore[attr-defined]
+) -> list[T]:
+    """At most `max_points` of `points` (ordered by step; 0: all of them): per step bucket its
+    first, lowest, highest and last point, in their original order. NaN never counts as the
+    lowest or highest. Below 4 points the extremes of the one bucket come first: min and max,
+    then the last point, then the first."""
     check_max_points(max_points)
     if max_points == 0 or len(points) <= max_points:
         return list(points)
-    if max_points == 1:
-        return [points[-1]]
-    last = len(points) - 1
-    indices = sorted({round(i * last / (max_points - 1)) for i in range(max_points)})
-    return [points[i] for i in indices]
+    count = buckets(max_points)
+    first_step, last_step = step(points[0]), step(points[-1])
+    # index of first, last, min, max per bucket
+    chosen: dict[int, list[int]] = {}
+    for index, point in enumerate(points):
+        bucket = bucket_of(step(point), first_step, last_step, count)
+        picks = chosen.get(bucket)
+        if picks is None:
+            chosen[bucket] = [index, index, index, index]
+            continue
+        picks[1] = index
+        number = value(point)
+        if _finite(number):
+            low, high = value(points[picks[2]]), value(points[picks[3]])
+            if not _finite(low) or number < low:
+                picks[2] = index
+            if not _finite(high) or number > high:
+                picks[3] = index
+    if max_points < PER_BUCKET:
+        (first, last, low, high) = chosen[0]
+        kept = list(dict.fromkeys([low, high, last, first]))[:max_points]
+        return [points[i] for i in sorted(kept)]
+    kept = sorted({index for picks in chosen.values() for index in picks})
+    return [points[i] for i in kept]

@@ -34,11 +34,14 @@ from mlmesh_experiments.entities import (
 from mlmesh_experiments.storage.base import (
     ExperimentQuery,
     ExperimentStore,
+    HistoryQuery,
     RunQuery,
     StoredArtifactRecord,
 )
 
 _STAGES = {"": ACTIVE, ACTIVE: ACTIVE, DELETED: DELETED, "all": "all"}
+# Whether a metric was logged at all: one point of its whole history.
+ONE = HistoryQuery(max_points=1)
 
 
 def now_ms() -> int:
@@ -339,18 +342,32 @@ class ExperimentsService:
         return await self.get_run(tenant, run_id)
 
     async def metric_history(
-        self, tenant: str, run_id: str, key: str, max_points: int = 0
+        self,
+        tenant: str,
+        run_id: str,
+        key: str,
+        max_points: int = 0,
+        start_step: int | None = None,
+        end_step: int | None = None,
     ) -> tuple[list[HistoryPoint], int]:
+        """The metric's points in the step range, downsampled to `max_points` (min/max buckets),
+        and how many the range holds; 404 for a metric the run never logged."""
         history.check_max_points(max_points)
+        history.check_step_range(start_step, end_step)
         await self.get_run(tenant, run_id, hydrate=False)
-        points = await self._store.metric_history(tenant, run_id, key)
-        if not points:
+        query = HistoryQuery(max_points, start_step, end_step)
+        points, total = await self._store.metric_history(tenant, run_id, key, query)
+        ranged = start_step is not None or end_step is not None
+        # An empty range of a logged metric is an empty answer, an unlogged metric a 404.
+        if not points and (
+            not ranged or not (await self._store.metric_history(tenant, run_id, key, ONE))[0]
+        ):
             raise NotFound(
                 f"run {run_id} has no metric {key!r}",
                 reason="METRIC_NOT_FOUND",
                 metadata={"run_id": run_id, "key": key},
             )
-        return history.downsample(points, max_points), len(points)
+        return points, total
 
     async def compare_runs(
         self,

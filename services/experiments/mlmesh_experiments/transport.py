@@ -242,7 +242,12 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
 
     async def GetMetricHistory(self, request, context):
         points, total = await self._service.metric_history(
-            tenant_of(context), request.run_id, request.key, request.max_points
+            tenant_of(context),
+            request.run_id,
+            request.key,
+            request.max_points,
+            request.start_step if request.HasField("start_step") else None,
+            request.end_step if request.HasField("end_step") else None,
         )
         response = pb.GetMetricHistoryResponse(
             run_id=request.run_id, key=request.key, total_points=total

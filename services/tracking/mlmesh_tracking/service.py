@@ -108,11 +108,20 @@ class TrackingService:
         return run
 
     async def metric_history(
-        self, tenant: str, run_id: str, key: str, max_points: int = 0
+        self,
+        tenant: str,
+        run_id: str,
+        key: str,
+        max_points: int = 0,
+        start_step: int | None = None,
+        end_step: int | None = None,
     ) -> MetricHistory:
         history.check_max_points(max_points)
+        history.check_step_range(start_step, end_step)
         await self.get_run(tenant, run_id)
+        # MLflow's API returns a history whole: the range and the buckets are applied here.
         points = await self._store.get_metric_history(run_id, key)
+        points = history.in_step_range(points, start_step, end_step, lambda point: point.step)
         return MetricHistory(history.downsample(points, max_points), len(points))
 
     async def compare_runs(

@@ -64,7 +64,12 @@ class TrackingServicer(tracking_service_pb2_grpc.TrackingServiceServicer):
 
     async def GetMetricHistory(self, request, context):
         history = await self._service.metric_history(
-            tenant_of(context), request.run_id, request.key, request.max_points
+            tenant_of(context),
+            request.run_id,
+            request.key,
+            request.max_points,
+            request.start_step if request.HasField("start_step") else None,
+            request.end_step if request.HasField("end_step") else None,
         )
         return pb.GetMetricHistoryResponse(
             run_id=request.run_id,

@@ -32,6 +32,15 @@ class ExperimentQuery:
 
 
 @dataclass(frozen=True)
+class HistoryQuery:
+    """A metric-history read: a step range (None: open) and a point budget (0: every point)."""
+
+    max_points: int = 0
+    start_step: int | None = None
+    end_step: int | None = None
+
+
+@dataclass(frozen=True)
 class RunQuery:
     tenant: str
     offset: int
@@ -98,8 +107,12 @@ class ExperimentStore(abc.ABC):
         """Ends the run if it is still active; False when it had already ended."""
 
     @abc.abstractmethod
-    async def metric_history(self, tenant: str, run_id: str, key: str) -> list[HistoryPoint]:
-        """Every point of one metric of the run in `tenant`, by step then timestamp."""
+    async def metric_history(
+        self, tenant: str, run_id: str, key: str, query: HistoryQuery
+    ) -> tuple[list[HistoryPoint], int]:
+        """The points of one metric of the run in `tenant` in the query's step range, by step
+        then timestamp, downsampled as `mlmesh_common.history.downsample` does; and how many
+        points that range holds."""
 
     @abc.abstractmethod
     async def record_artifact(

@@ -9,12 +9,14 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from mlmesh_common import history
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
 from mlmesh_experiments.entities import ACTIVE, Experiment, HistoryPoint, MetricPoint, Run
 from mlmesh_experiments.storage.base import (
     Clause,
     ExperimentQuery,
     ExperimentStore,
+    HistoryQuery,
     RunQuery,
     StoredArtifactRecord,
 )
@@ -157,11 +159,19 @@ class InMemoryExperimentStore(ExperimentStore):
         run.status, run.end_time = status, end_time
         return True
 
-    async def metric_history(self, tenant: str, run_id: str, key: str) -> list[HistoryPoint]:
+    async def metric_history(
+        self, tenant: str, run_id: str, key: str, query: HistoryQuery
+    ) -> tuple[list[HistoryPoint], int]:
         run = self._runs.get(run_id)
         points = self._history.get((run_id, key), []) if run and run.tenant == tenant else []
         # The SQL stores' order: points of one step and timestamp by value, NaN last.
-        return sorted(points, key=_history_order)
+        points = history.in_step_range(
+            sorted(points, key=_history_order),
+            query.start_step,
+            query.end_step,
+            lambda point: point.step,
+        )
+        return history.downsample(points, query.max_points), len(points)
 
     # --- artifacts -----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from mlmesh_common import history as downsampling
 from mlmesh_common.db import reader, search_reader
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
 from mlmesh_experiments.entities import Experiment, HistoryPoint, MetricPoint, Run
@@ -34,6 +35,7 @@ from mlmesh_experiments.storage import search
 from mlmesh_experiments.storage.base import (
     ExperimentQuery,
     ExperimentStore,
+    HistoryQuery,
     RunQuery,
     StoredArtifactRecord,
 )
@@ -152,8 +154,56 @@ WHERE latest.tenant = excluded.tenant AND (
 _PG_HISTORY = (
     "SELECT step, \"timestamp\", CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
     f" FROM {metric_history.name} WHERE run_id = $1 AND key = $2 AND tenant = $3"
+    " AND step BETWEEN $4 AND $5"
     ' ORDER BY step, "timestamp", is_nan, value'
 )
+# A step range's open ends (steps are int64).
+_FIRST_STEP, _LAST_STEP = -(2**63), 2**63 - 1
+_H = metric_history.c
+_IN_RANGE = and_(
+    _H.run_id == bindparam("run_id"),
+    _H.key == bindparam("key"),
+    _H.tenant == bindparam("tenant"),
+    _H.step.between(bindparam("start_step"), bindparam("end_step")),
+)
+_HISTORY_ORDER = (_H.step, _H.timestamp, _H.is_nan, _H.value)
+# How many points a range holds and its first and last step (one index range scan).
+_HISTORY_EXTENT = select(func.count(), func.min(_H.step), func.max(_H.step)).where(_IN_RANGE)
+_HISTORY_POINTS = select(_H.step, _H.timestamp, _H.value, _H.is_nan).where(_IN_RANGE)
+
+
+def _bucketed_history():
+    """Min/max buckets in the database (PostgreSQL and SQLite alike), the rule of
+    `mlmesh_common.history.downsample`: each bucket's first, last, lowest and highest point (NaN
+    never lowest or highest while the bucket has a number), so only those rows leave it."""
+    bucket = (_H.step - bindparam("first")) * bindparam("buckets") // bindparam("width")
+
+    def rank(*order: Any):
+        return func.row_number().over(partition_by=bucket, order_by=order)
+
+    ranked = (
+        select(
+            _H.step,
+            _H.timestamp,
+            _H.value,
+            _H.is_nan,
+            rank(*_HISTORY_ORDER).label("first"),
+            rank(*(column.desc() for column in _HISTORY_ORDER)).label("last"),
+            rank(_H.is_nan, _H.value, _H.step, _H.timestamp).label("low"),
+            rank(_H.is_nan, _H.value.desc(), _H.step, _H.timestamp).label("high"),
+        )
+        .where(_IN_RANGE)
+        .subquery()
+    )
+    r = ranked.c
+    return (
+        select(r.step, r.timestamp, r.value, r.is_nan)
+        .where(or_(r.first == 1, r.last == 1, r.low == 1, r.high == 1))
+        .order_by(r.step, r.timestamp, r.is_nan, r.value)
+    )
+
+
+_HISTORY_BUCKETS = _bucketed_history()
 
 
 def pg_metric_arguments(
@@ -456,24 +506,56 @@ class SqlExperimentStore(ExperimentStore):
             )
             return result.rowcount == 1
 
-    async def metric_history(self, tenant: str, run_id: str, key: str) -> list[HistoryPoint]:
-        history = metric_history.c
+    async def metric_history(
+        self, tenant: str, run_id: str, key: str, query: HistoryQuery
+    ) -> tuple[list[HistoryPoint], int]:
+        where = {
+            "run_id": run_id,
+            "key": key,
+            "tenant": tenant,
+            "start_step": _FIRST_STEP if query.start_step is None else query.start_step,
+            "end_step": _LAST_STEP if query.end_step is None else query.end_step,
+        }
         async with self._reader.connect() as conn:
-            if self._postgres:
-                # asyncpg directly (its statement cache prepares this once per connection):
-                # SQLAlchemy's per-row result processing costs more than the query.
-                raw = (await conn.get_raw_connection()).driver_connection
-                rows = await raw.fetch(_PG_HISTORY, run_id, key, tenant)
-                return list(map(HistoryPoint._make, rows))
+            total, first, last = (await conn.execute(_HISTORY_EXTENT, where)).one()
+            if not total:
+                return [], 0
+            if query.max_points == 0 or total <= query.max_points:
+                return await self._whole_history(conn, where), total
+            # Bucketed in the database: a million-point history never leaves it whole.
+            buckets = downsampling.buckets(query.max_points)
             rows = await conn.execute(
-                select(history.step, history.timestamp, history.value, history.is_nan)
-                .where(history.run_id == run_id, history.key == key, history.tenant == tenant)
-                .order_by(history.step, history.timestamp, history.is_nan, history.value)
+                _HISTORY_BUCKETS,
+                {**where, "first": first, "buckets": buckets, "width": last - first + 1},
             )
-            return [
+            points = [
                 HistoryPoint(step, timestamp, math.nan if is_nan else value)
                 for step, timestamp, value, is_nan in rows
             ]
+            # Below 4 points the one bucket's extremes come first (the rule of downsample).
+            return downsampling.downsample(points, query.max_points), total
+
+    async def _whole_history(
+        self, conn: AsyncConnection, where: dict[str, Any]
+    ) -> list[HistoryPoint]:
+        if self._postgres:
+            # asyncpg directly (its statement cache prepares this once per connection):
+            # SQLAlchemy's per-row result processing costs more than the query.
+            raw = (await conn.get_raw_connection()).driver_connection
+            rows = await raw.fetch(
+                _PG_HISTORY,
+                where["run_id"],
+                where["key"],
+                where["tenant"],
+                where["start_step"],
+                where["end_step"],
+            )
+            return list(map(HistoryPoint._make, rows))
+        rows = await conn.execute(_HISTORY_POINTS.order_by(*_HISTORY_ORDER), where)
+        return [
+            HistoryPoint(step, timestamp, math.nan if is_nan else value)
+            for step, timestamp, value, is_nan in rows
+        ]
 
     # --- artifacts -----------------------------------------------------------------------
 
