@@ -449,6 +449,46 @@ async def test_list_runs_with_filters(service, tenant):
     assert other.total == 0
 
 
+async def test_list_runs_ordered_by_metrics_params_tags_and_attributes(service, tenant):
+    experiment = await make_experiment(service, tenant)
+    specs = [
+        ("a", {"sharpe": 1.5, "loss": math.nan}, {"lr": "0.1"}, {"team": "q"}),
+        ("b", {"sharpe": 0.5}, {"lr": "0.01"}, {}),
+        ("c", {"sharpe": 2.5, "loss": 0.2}, {}, {"team": "a"}),
+        ("d", {}, {"lr": "0.5"}, {"team": "q"}),
+    ]
+    for name, metrics, params, tags in specs:
+        run = await service.create_run(tenant, experiment.id, name, tags=tags)
+        await service.log_batch(
+            tenant,
+            run.id,
+            metrics=[MetricPoint(k, v, 0, 1) for k, v in metrics.items()],
+            params=list(params.items()),
+        )
+
+    async def names(*order_by, **kwargs):
+        page = await service.list_runs(
+            tenant, experiment_id=experiment.id, order_by=order_by, **kwargs
+        )
+        return [r.name for r in page.items]
+
+    # Runs without the key (or with a NaN) last in either direction (among them, newest first).
+    assert await names("metrics.sharpe DESC") == ["c", "a", "b", "d"]
+    assert await names("metrics.sharpe") == ["b", "a", "c", "d"]
+    by_loss = await names("metrics.loss ASC")
+    assert by_loss[0] == "c" and sorted(by_loss[1:]) == ["a", "b", "d"]
+    assert await names("params.lr DESC") == ["d", "a", "b", "c"]
+    # Ties of the first clause are ordered by the next, then newest first.
+    assert await names("tags.team DESC", "params.lr ASC") == ["a", "d", "c", "b"]
+    assert await names("attributes.run_name DESC") == ["d", "c", "b", "a"]
+    # Paging keeps the order.
+    assert await names("metrics.sharpe DESC", limit=2, offset=1) == ["a", "b"]
+    for bad in ["metrics.sharpe UP", "datasets.name", "attributes.nope DESC", "x, y"]:
+        with pytest.raises(InvalidArgument) as excinfo:
+            await service.list_runs(tenant, order_by=[bad])
+        assert reason(excinfo) == "INVALID_ORDER_BY", bad
+
+
 async def test_compare_runs(service, tenant):
     experiment = await make_experiment(service, tenant)
     ids = []

@@ -99,6 +99,33 @@ step("open an experiment: its runs, a filter, an invalid filter", async (page) =
   await page.screenshot({ path: `${RESULTS}/invalid-filter.png`, fullPage: true });
 });
 
+step("sort runs on the server by a metric, both ways", async (page) => {
+  await page.goto(`${BASE}/experiments/${data.experiment}?cols=metrics.sharpe,params.lr`);
+  const header = page.getByTestId("runs-table").locator('[role="columnheader"][data-column="metrics.sharpe"]');
+  const order = () =>
+    page.getByTestId("runs-table").locator("[data-row-id]").evaluateAll((els) => els.map((e) => e.dataset.rowId));
+  for (const direction of ["DESC", "ASC"]) {
+    await header.click();
+    await page.waitForURL(direction === "DESC" ? /desc=1/ : (url) => !url.search.includes("desc=1"));
+    await page.waitForFunction((d) => document.querySelector('[data-column="metrics.sharpe"][aria-sort]')?.getAttribute("aria-sort") === d, direction === "DESC" ? "descending" : "ascending");
+    const expected = await api(
+      "GET",
+      `/api/v1/experiments/runs?experiment_id=${data.experiment}&order_by=${encodeURIComponent(`metrics.sharpe ${direction}`)}`,
+    );
+    assert.equal(expected.status, 200);
+    const ids = expected.body.runs.map((r) => r.id);
+    await page.waitForFunction(
+      (want) =>
+        JSON.stringify([...document.querySelectorAll('[data-testid="runs-table"] [data-row-id]')].map((e) => e.dataset.rowId)) ===
+        JSON.stringify(want),
+      ids,
+    );
+    assert.deepEqual(await order(), ids);
+    const sharpe = expected.body.runs.map((r) => r.metrics.sharpe);
+    assert.deepEqual(sharpe, [...sharpe].sort((a, b) => (direction === "DESC" ? b - a : a - b)));
+  }
+});
+
 step("pick a column", async (page) => {
   await page.goto(`${BASE}/experiments/${data.experiment}`);
   await page.getByRole("button", { name: /Columns/ }).click();

@@ -13,7 +13,7 @@ from mlflow.utils.search_utils import SearchUtils
 
 from mlmesh_common.errors import InvalidArgument
 from mlmesh_experiments.entities import RUN_STATUSES
-from mlmesh_experiments.storage.base import Clause
+from mlmesh_experiments.storage.base import Clause, Order
 
 MAX_KEY = 250
 MAX_PARAM_VALUE = 6000
@@ -109,6 +109,37 @@ def _clause(item: dict[str, Any]) -> Clause:
     if op not in allowed:
         raise _bad_filter(f"operator {op!r} is not allowed on {kind} {key!r}")
     return Clause(kind, key, op, value)
+
+
+MAX_ORDER_BY = 5
+_ORDER_KINDS = {"metric": "metric", "parameter": "param", "tag": "tag", "attribute": "attribute"}
+
+
+def parse_order_by(clauses: Iterable[str]) -> tuple[Order, ...]:
+    """MLflow order-by clauses (`metrics.sharpe DESC`) as validated sort keys."""
+    clauses = [clause for clause in clauses if clause.strip()]
+    if len(clauses) > MAX_ORDER_BY:
+        raise InvalidArgument(
+            f"at most {MAX_ORDER_BY} order_by clauses, got {len(clauses)}",
+            reason="INVALID_ORDER_BY",
+        )
+    orders = []
+    for clause in clauses:
+        try:
+            kind, key, ascending = SearchUtils.parse_order_by_for_search_runs(clause)
+        except MlflowException as exc:
+            raise _bad_order(exc.message) from exc
+        kind = _ORDER_KINDS.get(kind)
+        if kind is None:
+            raise _bad_order(f"cannot order by {clause!r}")
+        if kind == "attribute" and key not in _NUMERIC_ATTRIBUTES | _STRING_ATTRIBUTES:
+            raise _bad_order(f"unknown attribute {key!r}")
+        orders.append(Order(kind, key, ascending))
+    return tuple(orders)
+
+
+def _bad_order(message: str) -> InvalidArgument:
+    return InvalidArgument(f"invalid order_by: {message}", reason="INVALID_ORDER_BY")
 
 
 def _number(value: Any, field: str, integer: bool = False) -> float | int:

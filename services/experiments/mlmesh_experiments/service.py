@@ -281,10 +281,12 @@ class ExperimentsService:
         limit: int = 0,
         offset: int = 0,
         page_token: str = "",
+        order_by: Sequence[str] = (),
     ) -> Page:
         clauses = domain.parse_run_filter(filter_text)
+        order = domain.parse_order_by(order_by)
         offset, limit = page_window(limit, offset, page_token)
-        query = RunQuery(tenant, offset, limit, experiment_id, status, clauses)
+        query = RunQuery(tenant, offset, limit, experiment_id, status, clauses, order)
         runs, total = await self._store.list_runs(query)
         if experiment_id and not total:
             # The search filters by tenant itself, and a run carries its experiment's tenant: a

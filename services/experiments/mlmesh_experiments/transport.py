@@ -162,6 +162,7 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
             limit=request.limit,
             offset=request.offset,
             page_token=request.page_token,
+            order_by=list(request.order_by),
         )
         return pb.ListRunsResponse(
             runs=[r.to_proto() for r in page.items],

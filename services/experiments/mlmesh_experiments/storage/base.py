@@ -21,6 +21,15 @@ class Clause:
 
 
 @dataclass(frozen=True)
+class Order:
+    """One sort key of a run search: kind is metric, param, tag or attribute."""
+
+    kind: str
+    key: str
+    ascending: bool
+
+
+@dataclass(frozen=True)
 class ExperimentQuery:
     tenant: str
     offset: int
@@ -48,6 +57,8 @@ class RunQuery:
     experiment_id: str = ""
     status: str = ""
     clauses: tuple[Clause, ...] = ()
+    # Then newest first (start_time, id descending).
+    order: tuple[Order, ...] = ()
 
 
 @dataclass(frozen=True)

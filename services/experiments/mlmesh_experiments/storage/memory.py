@@ -17,6 +17,7 @@ from mlmesh_experiments.storage.base import (
     ExperimentQuery,
     ExperimentStore,
     HistoryQuery,
+    Order,
     RunQuery,
     StoredArtifactRecord,
 )
@@ -119,6 +120,12 @@ class InMemoryExperimentStore(ExperimentStore):
             and all(_matches(run, clause) for clause in query.clauses)
         ]
         found.sort(key=lambda r: (r.start_time, r.id), reverse=True)
+        # Stable sorts, last key first: each clause orders the ties of the ones before it.
+        for sort in reversed(query.order):
+            present = [run for run in found if _sort_value(run, sort) is not None]
+            missing = [run for run in found if _sort_value(run, sort) is None]
+            present.sort(key=lambda run: _sort_value(run, sort), reverse=not sort.ascending)
+            found = present + missing
         window = found[query.offset : query.offset + query.limit]
         return [self._view(run, True) for run in window], len(found)
 
@@ -244,6 +251,16 @@ def _like(pattern: str, flags: int = 0) -> re.Pattern[str]:
     """SQL LIKE: `%` any run of characters, `_` exactly one, everything else literal."""
     parts = (".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
     return re.compile("".join(parts), flags | re.DOTALL)
+
+
+def _sort_value(run: Run, sort: Order) -> Any:
+    """The run's value for a sort key (None: missing, sorted last, as the SQL stores do)."""
+    if sort.kind == "attribute":
+        return getattr(run, _ATTRIBUTES[sort.key])
+    value = {"metric": run.metrics, "param": run.params, "tag": run.tags}[sort.kind].get(sort.key)
+    if sort.kind == "metric" and value is not None and math.isnan(value):
+        return None
+    return value
 
 
 def _history_order(point: HistoryPoint) -> tuple[int, int, bool, float]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists
+from sqlalchemy import ColumnElement, exists, select
 
-from mlmesh_experiments.storage.base import Clause
+from mlmesh_experiments.storage.base import Clause, Order
 from mlmesh_experiments.storage.models import LatestMetricRow, ParamRow, RunRow, TagRow
 
 ATTRIBUTE_COLUMNS = {
@@ -70,3 +70,16 @@ def condition(clause: Clause) -> ColumnElement[bool]:
     if clause.op == "IS NOT NULL":
         return has_key
     return has_key.where(_compare(table.value, clause.op, clause.value))
+
+
+def order(sort: Order) -> Any:
+    """The ORDER BY expression of one sort key; runs without the key (or a NaN metric) last."""
+    if sort.kind == "attribute":
+        column: Any = ATTRIBUTE_COLUMNS[sort.key]
+    else:
+        table = LatestMetricRow if sort.kind == "metric" else _KEYED[sort.kind]
+        of_run = [table.run_id == RunRow.id, table.tenant == RunRow.tenant, table.key == sort.key]
+        if sort.kind == "metric":
+            of_run.append(table.is_nan.is_(False))
+        column = select(table.value).where(*of_run).scalar_subquery()
+    return (column.asc() if sort.ascending else column.desc()).nulls_last()

@@ -372,7 +372,11 @@ class SqlExperimentStore(ExperimentStore):
         page = (
             _RUNS.add_columns(*details)
             .where(*conditions)
-            .order_by(RunRow.start_time.desc(), RunRow.id.desc())
+            .order_by(
+                *(search.order(sort) for sort in query.order),
+                RunRow.start_time.desc(),
+                RunRow.id.desc(),
+            )
             .offset(query.offset)
             .limit(query.limit)
         )
