@@ -120,6 +120,8 @@ def ready() -> None:
         "\n".join(
             [
                 "mlmesh is up:",
+                f"  web UI        {base}/"
+                + ("" if (gateway.ui_dir / "index.html").is_file() else " (not built: make ui)"),
                 f"  REST API      {base}/api/v1/tracking/runs",
                 f"  OpenAPI       {base}/api/v1/openapi.json",
                 f"  health        {base}/healthz",

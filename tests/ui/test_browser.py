@@ -101,7 +101,25 @@ def seed(api: Client, prefix: str) -> dict:
         files={"file": ("report.json", b'{"ok": true}', "application/json")},
     )
     assert upload.status_code == 200, upload.text
-    return {"experiment": experiment["id"], "other": other["id"], "runs": runs}
+    # A run still RUNNING, in an experiment of its own (the list checks count the others).
+    live_experiment = created(
+        api("POST", "/api/v1/experiments", json={"name": f"live-{uuid.uuid4().hex[:8]}"})
+    )
+    live = created(
+        api("POST", "/api/v1/experiments/runs", json={"experiment_id": live_experiment["id"]})
+    )
+    batch = api(
+        "POST",
+        f"/api/v1/experiments/runs/{live['id']}/log-batch",
+        json={"metrics": [{"key": "loss", "value": 1 / (s + 1), "step": s} for s in range(200)]},
+    )
+    assert batch.status_code == 200, batch.text
+    return {
+        "experiment": experiment["id"],
+        "other": other["id"],
+        "runs": runs,
+        "liveRun": live["id"],
+    }
 
 
 def test_browser(ui_gateway):

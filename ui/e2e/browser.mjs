@@ -166,6 +166,46 @@ step("open a run: details, artifacts, a drawn chart", async (page) => {
   await page.screenshot({ path: `${RESULTS}/run.png`, fullPage: true });
 });
 
+step("zoom re-queries the step range; a RUNNING run refreshes and keeps zoom and scroll", async (page) => {
+  const chart = page.locator('figure[data-chart="loss"]');
+  const zoomed = page.waitForRequest((r) => r.url().includes("/metrics/loss/history") && r.url().includes("start_step=20") && r.url().includes("end_step=80"));
+  await page.goto(`${BASE}/runs/${data.liveRun}?charts=loss&zoom=20,80`);
+  await zoomed;
+  await page.waitForFunction(() => document.querySelector('figure[data-chart="loss"]')?.dataset.points === "61");
+  assert.equal(await chart.getAttribute("data-x-min"), "20");
+  assert.equal(await chart.getAttribute("data-x-max"), "80");
+  await page.getByText("● live").waitFor();
+  await page.evaluate(() => window.scrollTo(0, 120));
+  const scrolled = await page.evaluate(() => window.scrollY);
+  // A new point inside the zoomed range arrives with the next refresh.
+  const logged = await api("POST", `/api/v1/experiments/runs/${data.liveRun}/log-batch`, {
+    metrics: [{ key: "loss", value: 5, step: 50 }, { key: "loss", value: 0.001, step: 300 }],
+  });
+  assert.equal(logged.status, 200);
+  await page.waitForFunction(
+    () => document.querySelector('figure[data-chart="loss"]')?.dataset.points === "62",
+    undefined,
+    { timeout: 20000 },
+  );
+  assert.match(page.url(), /zoom=20%2C80|zoom=20,80/);
+  assert.equal(await chart.getAttribute("data-x-min"), "20");
+  assert.equal(await page.evaluate(() => window.scrollY), scrolled);
+  // Double-click resets the zoom; a drag on the chart zooms into its middle.
+  await page.locator('figure[data-chart="loss"] .u-over').dblclick();
+  await page.waitForURL((url) => !url.search.includes("zoom="));
+  await page.waitForFunction(() => document.querySelector('figure[data-chart="loss"]')?.dataset.points === "202");
+  const box = await page.locator('figure[data-chart="loss"] .u-over').boundingBox();
+  const y = box.y + box.height / 2;
+  await page.mouse.move(box.x + box.width * 0.25, y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.5, y, { steps: 5 });
+  await page.mouse.up();
+  await page.waitForURL(/zoom=/);
+  const [low, high] = new URL(page.url()).searchParams.get("zoom").split(",").map(Number);
+  assert.ok(low > 50 && low < 100 && high > 130 && high < 170, `zoom ${low}..${high}`);
+  await page.screenshot({ path: `${RESULTS}/zoomed.png`, fullPage: true });
+});
+
 step("compare three runs: best values, only differing, deep-link reload", async (page) => {
   await page.goto(`${BASE}/experiments/${data.experiment}`);
   for (const id of data.runs) await page.getByLabel(`select ${id}`).check();

@@ -115,6 +115,12 @@ export function HistoryChart({
     if (!chart) return;
     chart.setData(data, zoom === null);
     if (zoom) chart.setScale("x", { min: zoom[0], max: zoom[1] });
+    // The drawn x range, for tests and anyone inspecting the page.
+    const figure = container.current?.parentElement;
+    if (figure) {
+      figure.dataset.xMin = String(chart.scales.x.min);
+      figure.dataset.xMax = String(chart.scales.x.max);
+    }
   }, [data, zoom, shape]);
 
   const total = series.reduce((sum, s) => sum + s.points.length, 0);
