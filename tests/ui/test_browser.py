@@ -10,10 +10,13 @@ import math
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.envoy_config import UI_DIST
 from tests.helpers.gateway import start_gateway
@@ -32,15 +35,40 @@ def chromium() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def ui_gateway(registry_process, tmp_path_factory):
+def built_ui() -> None:
     if not (UI_DIST / "index.html").is_file():
         pytest.fail(f"{UI_DIST} has no build: run `make ui` (make setup does)")
+
+
+@pytest.fixture(scope="module")
+def ui_gateway(registry_process, tmp_path_factory):
+    built_ui()
     gateway = start_gateway(
         tmp_path_factory.mktemp("ui-gw"), {"experiments": registry_process.address}
     )
     yield gateway
     gateway.stop()
+
+
+def run_browser(base_url: str, steps: str, data: dict) -> None:
+    """Runs the browser script's `steps` group; its output is the failure message."""
+    env = {
+        **os.environ,
+        "BASE_URL": base_url,
+        "CHROMIUM": chromium(),
+        "RESULTS": str(RESULTS),
+        "E2E_STEPS": steps,
+        "E2E_DATA": json.dumps(data),
+    }
+    result = subprocess.run(
+        ["node", str(SCRIPT)],
+        cwd=ROOT / "ui",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, f"browser tests failed:\n{result.stdout}\n{result.stderr}"
 
 
 def created(response) -> dict:
@@ -123,7 +151,6 @@ def seed(api: Client, prefix: str) -> dict:
 
 
 def test_browser(ui_gateway):
-    browser = chromium()
     prefix = f"ui{uuid.uuid4().hex[:6]}"
     tenant, other_tenant = f"t-{prefix}-a", f"t-{prefix}-b"
     data = seed(Client(ui_gateway.base_url, tenant), prefix)
@@ -134,22 +161,40 @@ def test_browser(ui_gateway):
     )
     shutil.rmtree(RESULTS, ignore_errors=True)
     RESULTS.mkdir(parents=True)
-    env = {
-        **os.environ,
-        "BASE_URL": ui_gateway.base_url,
-        "CHROMIUM": browser,
-        "RESULTS": str(RESULTS),
-        "E2E_DATA": json.dumps(
-            {**data, "prefix": prefix, "tenant": tenant, "otherTenant": other_tenant}
-        ),
-    }
-    result = subprocess.run(
-        ["node", str(SCRIPT)],
-        cwd=ROOT / "ui",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    run_browser(
+        ui_gateway.base_url,
+        "open",
+        {**data, "prefix": prefix, "tenant": tenant, "otherTenant": other_tenant},
     )
-    assert result.returncode == 0, f"browser tests failed:\n{result.stdout}\n{result.stderr}"
     assert (RESULTS / "compare.png").stat().st_size > 10_000
+
+
+def test_browser_with_jwt_auth(registry_process, tmp_path_factory):
+    """MLMESH_AUTH=jwt: the page loads without a token, the API's 401 says so, and a token
+    shows its tenant's experiments."""
+    built_ui()
+    workdir = tmp_path_factory.mktemp("ui-jwt")
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    jwks = workdir / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "alg": "RS256", "use": "sig"}]}))
+    gateway = start_gateway(
+        workdir, {"experiments": registry_process.address}, auth="jwt", jwks_file=jwks
+    )
+    try:
+        tenant = f"t-jwt-{uuid.uuid4().hex[:6]}"
+        now = int(time.time())
+        bearer = jwt.encode(
+            {"sub": "alice", "tenant_id": tenant, "iat": now, "exp": now + 600},
+            key,
+            algorithm="RS256",
+            headers={"kid": "k1"},
+        )
+        api = Client(gateway.base_url, tenant)
+        api.session.headers["authorization"] = f"Bearer {bearer}"
+        name = f"jwt-{uuid.uuid4().hex[:6]}"
+        created(api("POST", "/api/v1/experiments", json={"name": name}))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        run_browser(gateway.base_url, "jwt", {"token": bearer, "name": name})
+    finally:
+        gateway.stop()

@@ -45,7 +45,9 @@ async function canvasInk(page, selector) {
 }
 
 const steps = [];
-const step = (name, body) => steps.push({ name, body });
+// Steps of the E2E_STEPS group: "open" (auth off, the default) or "jwt" (MLMESH_AUTH=jwt).
+let group = "open";
+const step = (name, body) => steps.push({ name, body, group });
 
 step("set the tenant and list the experiments", async (page) => {
   await page.goto(BASE + "/");
@@ -274,6 +276,20 @@ step("switch tenant: the other tenant's data disappears", async (page) => {
   assert.equal((await alert.textContent()).trim(), denied.body.message);
 });
 
+group = "jwt";
+
+step("with auth on, the page loads, the 401 says so, and a token shows its tenant", async (page) => {
+  await page.goto(`${BASE}/experiments`);
+  const alert = page.getByRole("alert");
+  await alert.waitFor();
+  assert.match(await alert.textContent(), /^401 Unauthenticated: .*\(set a valid token\)$/);
+  await page.getByLabel("token", { exact: true }).fill(data.token);
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.getByTestId("experiments-table").getByText(data.name).waitFor();
+  assert.equal(await page.getByRole("alert").count(), 0);
+  await page.screenshot({ path: `${RESULTS}/jwt.png`, fullPage: true });
+});
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM,
   args: CHROMIUM_ARGS,
@@ -286,7 +302,8 @@ try {
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (error) => errors.push(String(error)));
-  for (const { name, body } of steps) {
+  const wanted = process.env.E2E_STEPS ?? "open";
+  for (const { name, body } of steps.filter((s) => s.group === wanted)) {
     try {
       await body(page);
       console.log(`ok - ${name}`);
