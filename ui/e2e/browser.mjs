@@ -3,21 +3,11 @@
 // BASE_URL, CHROMIUM, RESULTS (screenshots) and E2E_DATA (ids) come from there.
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
+import { CHROMIUM_ARGS } from "./flags.mjs";
 
 const BASE = process.env.BASE_URL;
 const RESULTS = process.env.RESULTS;
 const data = JSON.parse(process.env.E2E_DATA);
-
-export const CHROMIUM_ARGS = [
-  "--headless",
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-];
 
 async function api(method, path, body, tenant = data.tenant) {
   const response = await fetch(BASE + path, {
@@ -73,6 +63,11 @@ step("open an experiment: its runs, a filter, an invalid filter", async (page) =
   const rows = page.getByTestId("runs-table").locator("[data-row-id]");
   await rows.first().waitFor();
   assert.equal(await rows.count(), 3);
+  const started = await page
+    .getByTestId("runs-table")
+    .locator('[role="cell"][data-column="attributes.start_time"]')
+    .allTextContents();
+  assert.ok(started.every((t) => /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/.test(t)), `start times ${started}`);
   const filter = "metrics.sharpe > 1";
   const expected = await api(
     "GET",

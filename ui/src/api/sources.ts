@@ -58,10 +58,13 @@ function rangeQuery(range: [number, number] | null) {
     : {};
 }
 
-function epoch(value: string | number | null | undefined): number | null {
-  if (value === null || value === undefined || value === "" || value === "0") return null;
-  const number = typeof value === "number" ? value : Date.parse(value);
-  return Number.isFinite(number) ? number : Number(value) || null;
+/** Epoch milliseconds of an RFC 3339 timestamp or of an int64 of milliseconds (proto3 JSON
+ * prints those as strings of digits); null when unset. */
+export function epoch(value: string | number | null | undefined): number | null {
+  if (value === null || value === undefined || value === "") return null;
+  const number =
+    typeof value === "number" || /^-?\d+$/.test(value) ? Number(value) : Date.parse(value);
+  return Number.isFinite(number) && number > 0 ? number : null;
 }
 
 type DiffEntry = {

@@ -82,6 +82,14 @@ export function HistoryChart({
       cursor: { drag: { x: true, y: false, setScale: false } },
       legend: { show: series.length > 1 },
       hooks: {
+        // When the canvas last drew points (performance.now()): the browser benchmark's mark.
+        draw: [
+          (u) => {
+            if (u.data[0].length > 0 && element.parentElement) {
+              element.parentElement.dataset.drawnAt = String(performance.now());
+            }
+          },
+        ],
         setSelect: [
           (u) => {
             if (u.select.width > 3) {

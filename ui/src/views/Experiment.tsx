@@ -2,7 +2,7 @@
 import { useQuery } from "@tanstack/react-query";
 import { useParams } from "react-router-dom";
 import { ApiError, api, unwrap } from "../api/client";
-import { experimentsSource } from "../api/sources";
+import { epoch, experimentsSource } from "../api/sources";
 import { FilterBox, RunTable, type TableRun } from "../components/RunTable";
 import { LIVE_MS } from "../components/RunView";
 import { Empty, ErrorBox, KeyValues, Loading } from "../components/States";
@@ -59,7 +59,7 @@ export function ExperimentPage() {
     id: run.id ?? "",
     name: run.name ?? "",
     status: String(run.status ?? ""),
-    startTime: run.start_time ? Number(run.start_time) : null,
+    startTime: epoch(run.start_time),
     params: run.params ?? {},
     tags: run.tags ?? {},
     metrics: Object.fromEntries(

@@ -2,7 +2,7 @@
 // run view and comparison as the registry.
 import { useQuery } from "@tanstack/react-query";
 import { ApiError, api, unwrap } from "../api/client";
-import { trackingSource } from "../api/sources";
+import { epoch, trackingSource } from "../api/sources";
 import { FilterBox, RunTable, type TableRun } from "../components/RunTable";
 import { LIVE_MS } from "../components/RunView";
 import { Empty, ErrorBox, Loading } from "../components/States";
@@ -45,7 +45,7 @@ export function TrackingPage() {
     id: run.run_id ?? "",
     name: run.run_name ?? "",
     status: String(run.status ?? ""),
-    startTime: run.start_time ? Date.parse(String(run.start_time)) || Number(run.start_time) : null,
+    startTime: epoch(run.start_time),
     params: run.params ?? {},
     tags: run.tags ?? {},
     metrics: Object.fromEntries(
