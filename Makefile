@@ -61,12 +61,15 @@ test: setup
 	cd ui && npx vitest run
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Side-by-side performance against a real mlflow server; writes docs/benchmarks.md.
+# Side-by-side performance against a real mlflow server, tuning, and the web UI in a browser;
+# writes docs/benchmarks.md.
 bench: setup
 	bash tools/ensure_postgres.sh >/dev/null
+	bash tools/ensure_chromium.sh >/dev/null
 	$(PY) -m bench.experiments
 	$(PY) -m bench.tuning
 	$(PY) -m bench.statistics
+	$(PY) -m bench.ui
 
 lint: lint-python lint-protos
 

@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = render(rows, describe_environment(load_before), sizes, elapsed)
-    # `python -m bench.tuning` and `python -m bench.statistics` own their sections: keep them.
+    # `python -m bench.tuning`, `bench.statistics` and `bench.ui` own their sections: keep them.
     previous = args.out.read_text() if args.out.exists() else ""
-    for name in ("tuning", "statistics"):
+    for name in ("tuning", "statistics", "ui"):
         kept = existing_section(previous, name)
         if kept:
             report = report.rstrip("\n") + "\n\n" + kept

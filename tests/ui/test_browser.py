@@ -7,37 +7,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from gateway.envoy_config import UI_DIST
+from tests.helpers.browser import RESULTS, built_ui, run_browser
 from tests.helpers.gateway import start_gateway
 from tests.helpers.rest import Client
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "ui" / "e2e" / "browser.mjs"
-RESULTS = ROOT / "ui" / "test-results"
-
-
-def chromium() -> str:
-    # `make test` installs it (tools/ensure_chromium.sh); a missing browser fails, never skips.
-    path = os.environ.get("MLMESH_CHROMIUM", "/usr/bin/chromium")
-    if not Path(path).is_file():
-        pytest.fail(f"{path} is missing: run `bash tools/ensure_chromium.sh` (make test does)")
-    return path
-
-
-def built_ui() -> None:
-    if not (UI_DIST / "index.html").is_file():
-        pytest.fail(f"{UI_DIST} has no build: run `make ui` (make setup does)")
 
 
 @pytest.fixture(scope="module")
@@ -48,27 +27,6 @@ def ui_gateway(registry_process, tmp_path_factory):
     )
     yield gateway
     gateway.stop()
-
-
-def run_browser(base_url: str, steps: str, data: dict) -> None:
-    """Runs the browser script's `steps` group; its output is the failure message."""
-    env = {
-        **os.environ,
-        "BASE_URL": base_url,
-        "CHROMIUM": chromium(),
-        "RESULTS": str(RESULTS),
-        "E2E_STEPS": steps,
-        "E2E_DATA": json.dumps(data),
-    }
-    result = subprocess.run(
-        ["node", str(SCRIPT)],
-        cwd=ROOT / "ui",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert result.returncode == 0, f"browser tests failed:\n{result.stdout}\n{result.stderr}"
 
 
 def created(response) -> dict:
@@ -159,8 +117,6 @@ def test_browser(ui_gateway):
             "POST", "/api/v1/experiments", json={"name": f"{prefix}-other-tenant"}
         )
     )
-    shutil.rmtree(RESULTS, ignore_errors=True)
-    RESULTS.mkdir(parents=True)
     run_browser(
         ui_gateway.base_url,
         "open",
@@ -194,7 +150,6 @@ def test_browser_with_jwt_auth(registry_process, tmp_path_factory):
         api.session.headers["authorization"] = f"Bearer {bearer}"
         name = f"jwt-{uuid.uuid4().hex[:6]}"
         created(api("POST", "/api/v1/experiments", json={"name": name}))
-        RESULTS.mkdir(parents=True, exist_ok=True)
         run_browser(gateway.base_url, "jwt", {"token": bearer, "name": name})
     finally:
         gateway.stop()

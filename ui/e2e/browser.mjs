@@ -285,6 +285,56 @@ step("with auth on, the page loads, the 401 says so, and a token shows its tenan
   await page.screenshot({ path: `${RESULTS}/jwt.png`, fullPage: true });
 });
 
+group = "tracking";
+
+step("tracking: runs by run_type, sorted by the API, another tenant's run absent", async (page) => {
+  await page.goto(`${BASE}/tracking?run_type=training&cols=metrics.mse,params.lr`);
+  const rows = page.getByTestId("runs-table").locator("[data-row-id]");
+  await rows.first().waitFor();
+  const listed = await api("GET", "/api/v1/tracking/runs?run_type=training&limit=100", undefined, "default");
+  assert.equal(listed.status, 200);
+  const shown = await rows.evaluateAll((els) => els.map((e) => e.dataset.rowId));
+  assert.deepEqual(shown, listed.body.runs.map((r) => r.run_id));
+  assert.ok(shown.includes(data.trainA) && !shown.includes(data.acme));
+  await page.getByTestId("runs-table").locator('[role="columnheader"][data-column="metrics.mse"]').click();
+  await page.waitForURL(/sort=metrics.mse/);
+  const sorted = await api(
+    "GET",
+    `/api/v1/tracking/runs?run_type=training&limit=100&order_by=${encodeURIComponent("metrics.mse DESC")}`,
+    undefined,
+    "default",
+  );
+  const want = sorted.body.runs.map((r) => r.run_id);
+  await page.waitForFunction(
+    (ids) =>
+      JSON.stringify([...document.querySelectorAll('[data-testid="runs-table"] [data-row-id]')].map((e) => e.dataset.rowId)) ===
+      JSON.stringify(ids),
+    want,
+  );
+  await page.screenshot({ path: `${RESULTS}/tracking.png`, fullPage: true });
+});
+
+step("tracking: a run's history chart, then two runs compared", async (page) => {
+  await page.goto(`${BASE}/tracking/runs/${data.trainA}?charts=mse`);
+  await page.waitForFunction(() => Number(document.querySelector('figure[data-chart="mse"]')?.dataset.points) === 10);
+  const ink = await canvasInk(page, 'figure[data-chart="mse"] canvas');
+  assert.ok(ink > 100, `the mse chart's canvas is blank (${ink} series pixels)`);
+  await page.goto(`${BASE}/tracking/compare?runs=${data.trainA},${data.trainB}`);
+  await page.getByTestId("compare-metrics").waitFor();
+  const truth = await api("POST", "/api/v1/tracking/runs/compare", { run_ids: [data.trainA, data.trainB] }, "default");
+  assert.equal(truth.status, 200);
+  for (const [key, diff] of Object.entries(truth.body.metric_diff)) {
+    const cells = page.locator(`[data-testid="compare-metrics"] tr[data-metric="${key}"] td.best`);
+    assert.equal(await cells.first().getAttribute("data-run-id"), diff.best_run_id, `best of ${key}`);
+  }
+  await page.getByTestId("only-differing").check();
+  const params = await page
+    .getByTestId("compare-params")
+    .locator("tr[data-param]")
+    .evaluateAll((els) => els.map((e) => e.dataset.param));
+  assert.deepEqual(params, ["lr"]);
+});
+
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM,
   args: CHROMIUM_ARGS,
