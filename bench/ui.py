@@ -164,7 +164,7 @@ def measure(sizes: Sizes) -> dict:
         return figures
 
 
-def render(figures: dict, sizes: Sizes) -> str:
+def render(figures: dict, sizes: Sizes, load: float) -> str:
     first_rows = figures["firstRowsMs"]
     chart = figures["chartDrawnMs"]
     payload = figures["historyTransferBytes"]
@@ -181,7 +181,8 @@ def render(figures: dict, sizes: Sizes) -> str:
         " headless Debian chromium driven by playwright-core against the built UI behind the real"
         " Envoy gateway and the experiments service on PostgreSQL, on this 2-core machine. Each"
         f" figure is the median of {sizes.samples} page loads in fresh browser contexts (after one"
-        " warm-up load), timed from the navigation's start inside the page.",
+        " warm-up load), timed from the navigation's start inside the page. Load average at the"
+        f" start: {load:.1f} (other work on the machine slows every figure).",
         "",
         "| Measure | Result | Goal | |",
         "|---|---|---|---|",
@@ -229,8 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    load = os.getloadavg()[0]
     figures = measure(sizes)
-    write_section(args.out, render(figures, sizes))
+    write_section(args.out, render(figures, sizes, load))
     print(json.dumps(figures, indent=2))
 
 

@@ -1,5 +1,7 @@
 """`make demo`: logs a handful of realistic research runs to the mesh's MLflow server with the real
-mlflow client, so that `curl localhost:8080/api/v1/tracking/runs` has something to show.
+mlflow client, so that `curl localhost:8080/api/v1/tracking/runs` has something to show, and the
+same runs to the experiment registry through the gateway's REST API, so that the web UI at
+http://127.0.0.1:8080/ shows experiments, runs and their histories.
 
 The data is a simulated daily price series; the backtests are momentum strategies really run on
 it, and the training runs fit an autoregressive forecaster fold by fold (walk-forward).
@@ -14,6 +16,7 @@ import time
 import uuid
 
 import numpy as np
+import requests
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -81,6 +84,39 @@ def _walk_forward(prices: np.ndarray, lags: int, folds: int) -> list[dict[str, f
     return results
 
 
+def _registry(api: str, name: str, strategy_id: str, runs: list[dict]) -> str:
+    """One registry experiment holding `runs` (name, tags, params, metrics as (key, value,
+    step) triples), through the REST API as any client would; returns its id."""
+    session = requests.Session()
+
+    def call(method: str, path: str, body: object) -> dict:
+        response = session.request(method, api + path, json=body, timeout=60)
+        response.raise_for_status()
+        return response.json()
+
+    experiment = call("POST", "/experiments", {"name": name, "strategy_id": strategy_id})
+    for run in runs:
+        created = call(
+            "POST",
+            "/experiments/runs",
+            {"experiment_id": experiment["id"], "name": run["name"], "tags": run["tags"]},
+        )
+        now = _now_ms()
+        call(
+            "POST",
+            f"/experiments/runs/{created['id']}/log-batch",
+            {
+                "metrics": [
+                    {"key": key, "value": value, "step": step, "timestamp": now + step}
+                    for key, value, step in run["metrics"]
+                ],
+                "params": [{"key": key, "value": value} for key, value in run["params"].items()],
+            },
+        )
+        call("POST", f"/experiments/runs/{created['id']}/end", {})
+    return experiment["id"]
+
+
 def main() -> None:
     uri = os.environ.get("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     client = MlflowClient(tracking_uri=uri)
@@ -91,6 +127,7 @@ def main() -> None:
     dataset_version = hashlib.sha256(prices.tobytes()).hexdigest()[:12]
     strategies = {"momentum": str(uuid.uuid4()), "mean-reversion": str(uuid.uuid4())}
     logged = []
+    registry: dict[str, list[dict]] = {"training": [], "backtest": []}
 
     for lags in (3, 5, 10):
         folds = _walk_forward(prices, lags, folds=5)
@@ -117,6 +154,14 @@ def main() -> None:
         client.log_batch(run_id, metrics=metrics, params=params)
         client.set_terminated(run_id)
         logged.append(run_id)
+        registry["training"].append(
+            {
+                "name": f"ar-lags-{lags}",
+                "tags": tags,
+                "params": {p.key: p.value for p in params},
+                "metrics": [(m.key, m.value, m.step) for m in metrics],
+            }
+        )
 
     for lookback in (20, 60, 120):
         metrics, equity = _backtest(prices, lookback)
@@ -138,11 +183,27 @@ def main() -> None:
         )
         client.set_terminated(run_id)
         logged.append(run_id)
+        registry["backtest"].append(
+            {
+                "name": f"momentum-{lookback}d",
+                "tags": {**tags, "universe": "simulated-index"},
+                "params": {"lookback_days": str(lookback), "rebalance": "daily"},
+                "metrics": [(k, v, 0) for k, v in metrics.items()]
+                + [(m.key, m.value, m.step) for m in curve],
+            }
+        )
 
     print(f"logged {len(logged)} runs to {uri} (experiment {EXPERIMENT!r}):")
     for run_id in logged:
         print(f"  {run_id}")
     print("try: curl 'http://127.0.0.1:8080/api/v1/tracking/runs?run_type=backtest'")
+    gateway = os.environ.get("MLMESH_GATEWAY_URL", "http://127.0.0.1:8080")
+    suffix = uuid.uuid4().hex[:6]
+    for kind, title in (("training", "ar-forecaster"), ("backtest", "momentum-backtests")):
+        experiment = _registry(
+            f"{gateway}/api/v1", f"{title}-{suffix}", strategies["momentum"], registry[kind]
+        )
+        print(f"registry experiment {title}-{suffix}: {gateway}/experiments/{experiment}")
 
 
 if __name__ == "__main__":
