@@ -84,9 +84,10 @@ def _walk_forward(prices: np.ndarray, lags: int, folds: int) -> list[dict[str, f
     return results
 
 
-def _registry(api: str, name: str, strategy_id: str, runs: list[dict]) -> str:
+def _registry(api: str, name: str, strategy_id: str, runs: list[dict], record: str) -> str:
     """One registry experiment holding `runs` (name, tags, params, metrics as (key, value,
-    step) triples), through the REST API as any client would; returns its id."""
+    step) triples), through the REST API as any client would, its record carrying the best
+    run's metrics by `record` (a maximized metric); returns its id."""
     session = requests.Session()
 
     def call(method: str, path: str, body: object) -> dict:
@@ -94,7 +95,12 @@ def _registry(api: str, name: str, strategy_id: str, runs: list[dict]) -> str:
         response.raise_for_status()
         return response.json()
 
-    experiment = call("POST", "/experiments", {"name": name, "strategy_id": strategy_id})
+    def final(run: dict) -> dict[str, float]:
+        return {key: value for key, value, _ in run["metrics"]}  # the last point of each key
+
+    best = max(runs, key=lambda run: final(run)[record])
+    body = {"name": name, "strategy_id": strategy_id, "metrics": final(best)}
+    experiment = call("POST", "/experiments", body)
     for run in runs:
         created = call(
             "POST",
@@ -199,9 +205,12 @@ def main() -> None:
     print("try: curl 'http://127.0.0.1:8080/api/v1/tracking/runs?run_type=backtest'")
     gateway = os.environ.get("MLMESH_GATEWAY_URL", "http://127.0.0.1:8080")
     suffix = uuid.uuid4().hex[:6]
-    for kind, title in (("training", "ar-forecaster"), ("backtest", "momentum-backtests")):
+    for kind, title, record in (
+        ("training", "ar-forecaster", "mean_directional_accuracy"),
+        ("backtest", "momentum-backtests", "sharpe"),
+    ):
         experiment = _registry(
-            f"{gateway}/api/v1", f"{title}-{suffix}", strategies["momentum"], registry[kind]
+            f"{gateway}/api/v1", f"{title}-{suffix}", strategies["momentum"], registry[kind], record
         )
         print(f"registry experiment {title}-{suffix}: {gateway}/experiments/{experiment}")
 

@@ -51,23 +51,24 @@ export function VirtualTable<T>({
   const chosen = new Set(selected ?? []);
   return (
     <div className="vtable" data-testid={testId} role="table">
-      <div className="vrow vhead" role="row" style={{ gridTemplateColumns: template }}>
-        {onSelect && <div role="columnheader" />}
-        {columns.map((column) => (
-          <div
-            key={column.id}
-            role="columnheader"
-            data-column={column.id}
-            className={column.sortable ? "sortable" : ""}
-            aria-sort={sort === column.id ? (desc ? "descending" : "ascending") : undefined}
-            onClick={column.sortable && onSort ? () => onSort(column.id) : undefined}
-          >
-            {column.header}
-            {sort === column.id ? (desc ? " ▼" : " ▲") : ""}
-          </div>
-        ))}
-      </div>
+      {/* The header scrolls with the rows (sticky), so columns stay aligned beside a scrollbar. */}
       <div ref={scroller} className="vbody" style={{ maxHeight: height }}>
+        <div className="vrow vhead" role="row" style={{ gridTemplateColumns: template }}>
+          {onSelect && <div role="columnheader" />}
+          {columns.map((column) => (
+            <div
+              key={column.id}
+              role="columnheader"
+              data-column={column.id}
+              className={column.sortable ? "sortable" : ""}
+              aria-sort={sort === column.id ? (desc ? "descending" : "ascending") : undefined}
+              onClick={column.sortable && onSort ? () => onSort(column.id) : undefined}
+            >
+              {column.header}
+              {sort === column.id ? (desc ? " ▼" : " ▲") : ""}
+            </div>
+          ))}
+        </div>
         <div style={{ height: virtualizer.getTotalSize(), position: "relative" }}>
           {virtualizer.getVirtualItems().map((item) => {
             const row = rows[item.index];
