@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -30,13 +29,15 @@ import sqlalchemy
 
 from bench import ROOT
 from bench.clients import GrpcTracker, Point
+from bench.sections import markers, write_section
 from gateway.envoy_config import UI_DIST
 from tests.helpers.gateway import start_gateway
 from tests.helpers.net import free_port
 from tests.helpers.postgres import PostgresCluster
 from tests.helpers.services import ServiceProcess
 
-BEGIN, END = "<!-- ui:begin -->", "<!-- ui:end -->"
+SECTION = "ui"
+BEGIN, END = markers(SECTION)
 SCRIPT = ROOT / "ui" / "e2e" / "bench.mjs"
 HISTORY_KEY = "equity"
 SEED_THREADS = 8
@@ -206,24 +207,6 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTION = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END) + "\n?", re.S)
-
-
-def existing_section(text: str) -> str | None:
-    """This section of a report, which rewriting the rest of it keeps."""
-    found = SECTION.search(text)
-    return found.group(0) if found else None
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if SECTION.search(text):
-        text = SECTION.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="500 runs, 100,000 points")
@@ -232,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     sizes = QUICK if args.quick else FULL
     load = os.getloadavg()[0]
     figures = measure(sizes)
-    write_section(args.out, render(figures, sizes, load))
+    write_section(args.out, SECTION, render(figures, sizes, load))
     print(json.dumps(figures, indent=2))
 
 

@@ -213,7 +213,8 @@ step("compare three runs: best values, only differing, deep-link reload", async 
   const checkBest = async () => {
     await page.getByTestId("compare-metrics").waitFor();
     for (const [key, diff] of Object.entries(truth.body.metric_diff)) {
-      const best = diff.best_run_id ?? diff.best_id;
+      const best = diff.best_run_id;
+      assert.equal(typeof best, "string", `the API names a best run for ${key}`);
       const cells = page.locator(`[data-testid="compare-metrics"] tr[data-metric="${key}"] td.best`);
       assert.equal(await cells.count(), 1, `one best cell for ${key}`);
       assert.equal(await cells.first().getAttribute("data-run-id"), best, `best of ${key}`);

@@ -70,7 +70,6 @@ export function epoch(value: string | number | null | undefined): number | null 
 type DiffEntry = {
   values?: Record<string, unknown>;
   best_run_id?: unknown;
-  best_id?: unknown;
   direction?: string;
 };
 
@@ -84,8 +83,8 @@ function diffs(
         key,
         {
           values: numbers(entry.values),
-          // The run comparison's winner (issue 11 renames the experiments service's best_id).
-          best: (entry.best_run_id ?? entry.best_id ?? null) as string | null,
+          // The API's winner in the metric's direction; the UI never recomputes it.
+          best: typeof entry.best_run_id === "string" ? entry.best_run_id : null,
           direction: entry.direction ?? "",
         },
       ]),
@@ -142,7 +141,7 @@ export const experimentsSource: RunSource = {
     );
     return {
       runs: (response.runs ?? []).map((r) => ({ id: r.run_id ?? "", name: r.name ?? "" })),
-      ...diffs(response.metric_diff as Record<string, DiffEntry>, response.param_diff),
+      ...diffs(response.metric_diff, response.param_diff),
     };
   },
 };
