@@ -42,6 +42,8 @@ from mlmesh_experiments.storage.base import (
 _STAGES = {"": ACTIVE, ACTIVE: ACTIVE, DELETED: DELETED, "all": "all"}
 # Whether a metric was logged at all: one point of its whole history.
 ONE = HistoryQuery(max_points=1)
+# Every point (the overfitting report reads whole histories).
+WHOLE = HistoryQuery()
 
 
 def now_ms() -> int:
@@ -409,7 +411,9 @@ class ExperimentsService:
             periods_per_year = overfitting.DEFAULT_PERIODS_PER_YEAR
         overfitting.check_periods_per_year(periods_per_year)
         ids = await self._overfitting_runs(tenant, run_ids, experiment_id, filter_text)
-        histories = {i: await self._store.metric_history(tenant, i, metric_key) for i in ids}
+        histories = {
+            i: (await self._store.metric_history(tenant, i, metric_key, WHOLE))[0] for i in ids
+        }
         report = await asyncio.to_thread(overfitting.evaluate, ids, histories, metric_key, n_blocks)
         return RunOverfitting(list(ids), metric_key, periods_per_year, report)
 

@@ -7,6 +7,9 @@ import { MAX_COMPARE } from "../lib/compare";
 import { readBool, readList, useUrlState } from "../lib/url";
 import { VirtualTable, type TableColumn } from "./VirtualTable";
 
+// Without `cols` in the URL: the first metrics, by name.
+const DEFAULT_METRIC_COLUMNS = 5;
+
 export interface TableRun extends RunLike {
   id: string;
   name: string;
@@ -18,14 +21,10 @@ export function RunTable({
   runs,
   runPath,
   comparePath,
-  fixedSortable = true,
-  defaultColumns = 5,
 }: {
   runs: TableRun[];
   runPath: (id: string) => string;
   comparePath: (ids: string[]) => string;
-  fixedSortable?: boolean;
-  defaultColumns?: number;
 }) {
   const [params, update] = useUrlState();
   const selected = readList(params, "sel");
@@ -34,27 +33,27 @@ export function RunTable({
   const available = availableColumns(runs);
   const picked = params.has("cols")
     ? readList(params, "cols").map(parseColumn).filter((c) => c !== null)
-    : available.filter((c) => c.kind === "metrics").slice(0, defaultColumns);
+    : available.filter((c) => c.kind === "metrics").slice(0, DEFAULT_METRIC_COLUMNS);
   const columns: TableColumn<TableRun>[] = [
     {
       id: "attributes.run_name",
       header: "name",
       width: 200,
-      sortable: fixedSortable,
+      sortable: true,
       render: (run) => <Link to={runPath(run.id)}>{run.name || run.id.slice(0, 12)}</Link>,
     },
     {
       id: "attributes.status",
       header: "status",
       width: 100,
-      sortable: fixedSortable,
+      sortable: true,
       render: (run) => <span className={`status ${run.status}`}>{run.status}</span>,
     },
     {
       id: "attributes.start_time",
       header: "started",
       width: 170,
-      sortable: fixedSortable,
+      sortable: true,
       render: (run) => (run.startTime ? new Date(run.startTime).toISOString().slice(0, 19).replace("T", " ") : ""),
     },
     ...picked.map((column) => ({
