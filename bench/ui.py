@@ -202,6 +202,12 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
         f" its response {figures['chartFromResponseMs']:.0f} ms. The whole history"
         f" (`max_points=0`, {figures['wholeHistoryPoints']:,} points) would be"
         f" {figures['wholeHistoryBytes'] / 1e6:.1f} MB of JSON.",
+        "- Where the chart's time goes: the bucketing reads every point of the range once (one"
+        " aggregate pass in PostgreSQL; measured by hand on a quiet machine, a bare count over"
+        " the same 1M rows takes about 0.12 s and the bucket pass about 0.4 s), so its cost"
+        " grows with the history, not with the chart. Drawing is not the problem (uPlot, ~10 ms)."
+        " Under 300 ms at 1M points needs buckets kept up to date as points are logged (a"
+        " min/max pyramid per metric), which is not built yet.",
         END,
     ]
     return "\n".join(lines) + "\n"
