@@ -41,14 +41,22 @@ def seed(api: Client, prefix: str) -> dict:
         api(
             "POST",
             "/api/v1/experiments",
-            json={"name": f"{prefix}-momentum", "strategy_id": f"{prefix}-S1"},
+            json={
+                "name": f"{prefix}-momentum",
+                "strategy_id": f"{prefix}-S1",
+                "metrics": {"sharpe": 1.4, "mse": 0.021},
+            },
         )
     )
     other = created(
         api(
             "POST",
             "/api/v1/experiments",
-            json={"name": f"{prefix}-archivable", "strategy_id": f"{prefix}-S2"},
+            json={
+                "name": f"{prefix}-archivable",
+                "strategy_id": f"{prefix}-S2",
+                "metrics": {"sharpe": 1.1, "mse": 0.018},
+            },
         )
     )
     runs = []

@@ -255,6 +255,46 @@ step("archive and restore an experiment", async (page) => {
   assert.equal((await api("GET", `/api/v1/experiments/${data.other}`)).body.lifecycle_stage, "active");
 });
 
+step("compare experiment records: the best value per metric in its direction", async (page) => {
+  await page.goto(`${BASE}/experiments?q=${data.prefix}`);
+  await page.getByLabel(`select ${data.experiment}`).check();
+  await page.getByLabel(`select ${data.other}`).check();
+  await page.getByRole("button", { name: "Compare records (2)" }).click();
+  await page.waitForURL(/cmp=1/);
+  const table = page.getByTestId("record-comparison");
+  await table.waitFor();
+  const truth = await api("POST", "/api/v1/experiments/compare", [data.experiment, data.other]);
+  assert.equal(truth.status, 200);
+  assert.deepEqual(Object.keys(truth.body.metric_diff).sort(), ["mse", "sharpe"]);
+  for (const [key, diff] of Object.entries(truth.body.metric_diff)) {
+    const best = table.locator(`tr[data-metric="${key}"] td.best`);
+    assert.equal(await best.count(), 1);
+    assert.equal(await best.getAttribute("data-id"), diff.best_id, `best of ${key}`);
+  }
+  // sharpe is maximized, mse minimized: the two experiments win one each.
+  assert.notEqual(truth.body.metric_diff.sharpe.best_id, truth.body.metric_diff.mse.best_id);
+});
+
+step("create an experiment from the list", async (page) => {
+  await page.goto(`${BASE}/experiments?q=${data.prefix}-created`);
+  await page.getByText("No active experiments match.").waitFor();
+  await page.getByRole("button", { name: "New experiment" }).click();
+  const form = page.getByRole("form", { name: "new experiment" });
+  await form.locator('input[name="name"]').fill(`${data.prefix}-created`);
+  await form.locator('input[name="strategy_id"]').fill("S9");
+  await form.getByRole("button", { name: "Create" }).click();
+  await page.getByTestId("experiments-table").getByText(`${data.prefix}-created`).waitFor();
+  const listed = await api("GET", `/api/v1/experiments?search=${data.prefix}-created`);
+  assert.equal(listed.body.total, 1);
+  assert.equal(listed.body.experiments[0].strategy_id, "S9");
+  // The same name again is the API's 409, shown at the form.
+  await page.getByRole("button", { name: "New experiment" }).click();
+  await form.locator('input[name="name"]').fill(`${data.prefix}-created`);
+  await form.getByRole("button", { name: "Create" }).click();
+  await form.getByRole("alert").waitFor();
+  assert.match(await form.getByRole("alert").textContent(), /already exists/);
+});
+
 step("switch tenant: the other tenant's data disappears", async (page) => {
   await page.goto(`${BASE}/experiments?q=${data.prefix}`);
   const table = page.getByTestId("experiments-table");
