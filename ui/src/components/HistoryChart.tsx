@@ -115,7 +115,7 @@ export function HistoryChart({
       chart.destroy();
       plot.current = null;
     };
-    // eslint-disable-next-line react-hooks/exhaustive-deps
+    // Recreated on a new shape only; new data goes through setData below (the zoom stays).
   }, [shape, height]);
 
   useEffect(() => {

@@ -1,10 +1,13 @@
 // Metric-history charts with their settings in the URL: x axis (step or time), log scale,
 // smoothing and zoom. A zoom on steps re-queries that step range at full resolution.
-import { useQueries } from "@tanstack/react-query";
+import { keepPreviousData, useQueries } from "@tanstack/react-query";
 import { MAX_POINTS, type RunSource } from "../api/sources";
 import { readBool, readRange, useUrlState } from "../lib/url";
+import type { Point } from "../lib/series";
 import { ErrorBox } from "./States";
 import { HistoryChart, type ChartSettings } from "./HistoryChart";
+
+const NO_POINTS: Point[] = [];
 
 export function useChartSettings(): [ChartSettings, [number, number] | null] {
   const [params] = useUrlState();
@@ -78,7 +81,8 @@ export function MetricCharts({
       queryKey: [source.key, "history", run.id, key, range],
       queryFn: () => source.history(run.id, key, MAX_POINTS, range),
       refetchInterval: live ? 5000 : (false as const),
-      placeholderData: (previous: unknown) => previous,
+      // While a zoom re-queries, the previous points stay drawn.
+      placeholderData: keepPreviousData,
     })),
   });
   const onZoom = (next: [number, number] | null) =>
@@ -100,7 +104,7 @@ export function MetricCharts({
               onZoom={onZoom}
               series={mine.map(({ pair, result }) => ({
                 label: pair.run.label,
-                points: (result.data as { points: [] } | undefined)?.points ?? [],
+                points: result.data?.points ?? NO_POINTS,
               }))}
             />
           </div>
