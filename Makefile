@@ -31,7 +31,8 @@ $(GEN_STAMP): $(PROTOS) tools/gen_protos.py gateway/openapi.py $(STAMP)
 
 # The web UI (ui/): npm ci when the lock file changes; the API types from the OpenAPI document
 # and the production build (ui/dist, served by the gateway) whenever ui/ or the API changes.
-UI_SOURCES := $(shell find ui -path ui/node_modules -prune -o -path ui/dist -prune -o -type f -print 2>/dev/null | grep -v 'ui/src/api/schema.d.ts')
+UI_SOURCES := $(shell find ui/src -type f ! -name '*.test.ts' ! -name schema.d.ts 2>/dev/null) \
+	ui/index.html ui/package.json ui/vite.config.ts ui/tsconfig.json
 ui: ui/dist/index.html
 ui/node_modules/.package-lock.json: ui/package-lock.json
 	cd ui && npm ci --no-audit --no-fund --loglevel=error
