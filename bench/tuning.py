@@ -18,11 +18,11 @@ import ray
 
 from bench import ROOT
 from mlmesh_training import datasets as ds
+from mlmesh_training.catalog import TrainingData
 from mlmesh_training.cv import CVConfig, split
 from mlmesh_training.engine import CVResult, fold_score
 from mlmesh_training.plugins import get_plugin
 from mlmesh_training.plugins.base import ParamSpec
-from mlmesh_training.service import TrainingData
 from mlmesh_training.tuning import StudySpec, Tuner, open_storage
 from tools.demo_training import sp500_tables
 

@@ -1,5 +1,6 @@
 """Generates the OpenAPI 3.1 document of the REST API from the protos' `google.api.http` rules,
-as Envoy's transcoder serves them (proto3 JSON mapping, snake_case names, google.rpc.Status errors).
+as Envoy's transcoder serves them (proto3 JSON mapping, snake_case names, google.rpc.Status errors),
+with each RPC's success status and `Location` from its `(mlmesh.api.v1.http_response)` option.
 
 Usage: python -m gateway.openapi DESCRIPTOR_SET OUT_JSON
 """
@@ -19,6 +20,7 @@ from google.api import annotations_pb2, field_behavior_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
 from gateway.descriptors import ServiceRef, load_descriptor_set, mlmesh_services
+from mlmesh.api.v1 import http_pb2 as mlmesh_http_pb2
 
 Schema = dict[str, Any]
 FieldProto = descriptor_pb2.FieldDescriptorProto
@@ -342,7 +344,7 @@ class _Builder:
             "operationId": operation_id,
             "tags": [service.proto.name],
             "parameters": parameters,
-            "responses": self._responses(method, verb, path, rule),
+            "responses": self._responses(method, rule),
         }
         if description:
             operation["summary"] = _summary(description)
@@ -361,7 +363,12 @@ class _Builder:
     def _path_parameter(self, request_type: str, name: str, multi_segment: bool) -> Schema:
         owner, path_field = self._field_at(request_type, name)
         schema = self.value_schema(path_field)
-        parameter = {"name": name, "in": "path", "required": True, "schema": schema}
+        parameter = {
+            "name": _parameter_name(name),
+            "in": "path",
+            "required": True,
+            "schema": schema,
+        }
         description = self.index.comments.get(f"{owner}.{path_field.name}", "")
         if multi_segment:
             description = f"{description}\n\nMay contain `/`.".strip()
@@ -416,8 +423,17 @@ class _Builder:
             content = {"*/*": {"schema": BINARY}}
             description = "The raw body, with its Content-Type (multipart included)."
             return {"required": True, "description": description, "content": content}
-        schema = self.field_schema(owner, body_field)
-        description = schema.pop("description", None)
+        # Fields of the body that the path binds (`{request.model_id}`) are not in the body.
+        in_path = frozenset(
+            name.removeprefix(f"{body}.") for name in bound if name.startswith(f"{body}.")
+        )
+        if in_path:
+            schema = self.message_schema(body_field.type_name, exclude=in_path)
+            schema.pop("description", None)
+            description = self.index.comments.get(f"{owner}.{body_field.name}")
+        else:
+            schema = self.field_schema(owner, body_field)
+            description = schema.pop("description", None)
         request_body: Schema = {"required": True, "content": {JSON: {"schema": schema}}}
         if description:
             request_body["description"] = description
@@ -426,11 +442,10 @@ class _Builder:
     def _responses(
         self,
         method: descriptor_pb2.MethodDescriptorProto,
-        verb: str,
-        path: str,
         rule: http_pb2.HttpRule,
     ) -> dict[str, Any]:
-        status = _success_status(method, verb, path)
+        declared = method.options.Extensions[mlmesh_http_pb2.http_response]
+        status = str(declared.status or 200)
         responses: dict[str, Any] = {
             code: {"$ref": f"#/components/responses/{name}"} for code, name, _ in _ERRORS
         }
@@ -453,10 +468,10 @@ class _Builder:
         else:
             content = {JSON: {"schema": self.ref(response_type)}}
         success: dict[str, Any] = {"description": _STATUS_DESCRIPTIONS[status], "content": content}
-        if status == "201":
+        if declared.location:
             success["headers"] = {
                 "Location": {
-                    "description": "Path of the created resource.",
+                    "description": f"Path of the resource: `{declared.location}`.",
                     "schema": {"type": "string"},
                 }
             }
@@ -544,41 +559,20 @@ def _verb_and_template(rule: http_pb2.HttpRule) -> tuple[str, str]:
 
 def _openapi_path(template: str) -> tuple[str, list[tuple[str, bool]]]:
     """`/runs/{run_id}/artifacts/{path=**}` → `/runs/{run_id}/artifacts/{path}` and its fields,
-    each with whether it may span several segments."""
+    each with whether it may span several segments. A nested field (`{request.model_id}`, the
+    wrapped request of an async RPC) is named by its last part."""
     fields: list[tuple[str, bool]] = []
 
     def replace(match: re.Match[str]) -> str:
         name, segments = match[1], match[2] or "*"
         fields.append((name, "**" in segments or "/" in segments))
-        return "{" + name + "}"
+        return "{" + _parameter_name(name) + "}"
 
     return _PATH_VARIABLE.sub(replace, template), fields
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-def _success_status(method: descriptor_pb2.MethodDescriptorProto, verb: str, path: str) -> str:
-    """The status the services send (via `x-http-code`) on success, per API.md conventions."""
-    if method.name.endswith("Async"):
-        return "202"
-    if method.name.startswith("Delete"):
-        return "204"
-    if method.name.startswith("Create") or _posts_to_its_collection(method, verb, path):
-        return "201"
-    return "200"
-
-
-def _posts_to_its_collection(
-    method: descriptor_pb2.MethodDescriptorProto, verb: str, path: str
-) -> bool:
-    """POST /.../datasets returning a Dataset creates one, whatever the RPC is called."""
-    last_segment = path.rstrip("/").rsplit("/", 1)[-1]
-    if verb != "post" or "{" in last_segment or ":" in last_segment:
-        return False
-    resource = _snake(method.output_type.rsplit(".", 1)[-1])
-    return last_segment.replace("-", "_") == f"{resource}s"
+def _parameter_name(field_path: str) -> str:
+    return field_path.rsplit(".", 1)[-1]
 
 
 def build_document(descriptor_set: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc_tools
@@ -29,17 +30,21 @@ def _run(args: list[str]) -> None:
         sys.exit(f"protoc failed: {' '.join(args)}")
 
 
-def compile_protos(proto_root: Path, gen_dir: Path, descriptor: Path) -> list[str]:
+def compile_protos(
+    proto_root: Path, gen_dir: Path, descriptor: Path, includes: Sequence[Path] = ()
+) -> list[str]:
     """Compiles every .proto under `proto_root` into stubs in `gen_dir` (replaced) and one
-    descriptor set at `descriptor`; returns the sources, relative to `proto_root`."""
+    descriptor set at `descriptor`; returns the sources, relative to `proto_root`. `includes`
+    are further roots its imports may come from (not compiled)."""
     sources = sorted(str(p.relative_to(proto_root)) for p in proto_root.rglob("*.proto"))
-    includes = [f"-I{d}" for d in [str(proto_root), *_include_dirs()]]
+    roots = [str(proto_root), *map(str, includes), *_include_dirs()]
+    includes_args = [f"-I{d}" for d in roots]
     shutil.rmtree(gen_dir, ignore_errors=True)
     gen_dir.mkdir(parents=True)
     descriptor.parent.mkdir(parents=True, exist_ok=True)
     _run(
         [
-            *includes,
+            *includes_args,
             f"--python_out={gen_dir}",
             f"--pyi_out={gen_dir}",
             f"--grpc_python_out={gen_dir}",
@@ -51,7 +56,7 @@ def compile_protos(proto_root: Path, gen_dir: Path, descriptor: Path) -> list[st
     # Error details must be in the descriptor set so that Envoy renders ErrorInfo in JSON errors.
     _run(
         [
-            *includes,
+            *includes_args,
             "--include_imports",
             "--include_source_info",
             f"--descriptor_set_out={descriptor}",

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from mlmesh_common.errors import InvalidArgument
 from mlmesh_common.resources import is_uuid, page, page_window
 from mlmesh_experiments import domain
+from mlmesh_experiments.entities import EXPERIMENT_DICTS, WRITABLE_FIELDS
 from mlmesh_experiments.storage.base import Clause
 
 
@@ -90,3 +91,22 @@ def test_ids_and_limits():
     assert excinfo.value.metadata["limit"] == "255"
     with pytest.raises(InvalidArgument):
         domain.check_key(" ", "tag")
+
+
+def test_writable_fields_are_those_not_output_only():
+    assert set(WRITABLE_FIELDS) == {
+        "name",
+        "description",
+        "artifact_location",
+        "tags",
+        "strategy_id",
+        "dataset_version",
+        "feature_version",
+        "model_version",
+        "git_commit",
+        "mlflow_run_id",
+        "parameters",
+        "metrics",
+        "artifacts",
+    }
+    assert set(EXPERIMENT_DICTS) == {"tags", "parameters", "metrics", "artifacts"}

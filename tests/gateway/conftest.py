@@ -18,7 +18,6 @@ from google.protobuf import empty_pb2
 from gateway import openapi
 from gateway.descriptors import load_descriptor_set
 from mlmesh_common.errors import NotFound, TooLittleData
-from mlmesh_common.http import set_http_status
 from mlmesh_common.server import ServiceBinding, build_server
 from mlmesh_common.tenancy import tenant_of
 from tests.helpers.gateway import start_gateway
@@ -26,6 +25,8 @@ from tests.helpers.net import free_port
 from tools.gen_protos import compile_protos
 
 PROTOS = Path(__file__).parent / "protos"
+# For mlmesh/api/v1/http.proto, the declared-status option the test service uses.
+MLMESH_PROTOS = Path(__file__).resolve().parents[2] / "protos"
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Compiled:
 def compiled(tmp_path_factory) -> Compiled:
     root = tmp_path_factory.mktemp("gatewaytest-protos")
     gen, descriptor = root / "gen", root / "descriptors.pb"
-    compile_protos(PROTOS, gen, descriptor)
+    compile_protos(PROTOS, gen, descriptor, includes=[MLMESH_PROTOS])
     document = root / "openapi.json"
     document.write_text(openapi.render(load_descriptor_set(descriptor)))
     # The generated package is `mlmesh.gatewaytest.v1`, beside the real `mlmesh` stubs.
@@ -73,7 +74,6 @@ class WidgetServicer:
             widget_id=uuid.uuid4().hex, name=request.widget.name, size=request.widget.size
         )
         self.widgets[widget.widget_id] = widget
-        await set_http_status(context, 201, f"/api/v1/widgets/{widget.widget_id}")
         return self._echo(widget, context)
 
     async def GetWidget(self, request, context):
@@ -92,11 +92,9 @@ class WidgetServicer:
     async def DeleteWidget(self, request, context):
         if self.widgets.pop(request.widget_id, None) is None:
             raise NotFound(f"widget {request.widget_id} not found", reason="WIDGET_NOT_FOUND")
-        await set_http_status(context, 204)
         return empty_pb2.Empty()
 
     async def BuildWidgetAsync(self, request, context):
-        await set_http_status(context, 202, "/api/v1/tasks/t-1")
         return self.pb2.BuildTask(task_id="t-1")
 
 

@@ -73,9 +73,11 @@ def running_task(stub) -> str:
     )
     task = stub.TrainModelAsync(
         pb.TrainModelAsyncRequest(
-            model_id=model.id,
-            dataset=pb.DatasetSpec(feature_ids=[features], symbol="SPX"),
-            cv=pb.CVConfig(method="expanding", n_splits=4, test_size=0.1),
+            request=pb.TrainModelRequest(
+                model_id=model.id,
+                dataset=pb.DatasetSpec(feature_ids=[features], symbol="SPX"),
+                cv=pb.CVConfig(method="expanding", n_splits=4, test_size=0.1),
+            )
         ),
         metadata=TENANT,
     )

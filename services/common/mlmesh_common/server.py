@@ -24,13 +24,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mlmesh_common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
+from mlmesh_common.http import HTTP_CODE_HEADER, HttpStatusInterceptor
 from mlmesh_common.tenancy import TENANT_HEADER
 
 log = structlog.get_logger("mlmesh.rpc")
 
 REQUEST_ID_HEADER = "x-request-id"
-# Initial/trailing metadata the gateway's Lua filter turns into the HTTP status (201, 204, 422).
-HTTP_CODE_HEADER = "x-http-code"
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
 
 
@@ -217,7 +216,7 @@ def build_server(
 ) -> tuple[grpc.aio.Server, int]:
     """Builds (does not start) a server hosting `services`, health and reflection."""
     server = grpc.aio.server(
-        interceptors=[CallInterceptor()],
+        interceptors=[CallInterceptor(), HttpStatusInterceptor(b.name for b in services)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

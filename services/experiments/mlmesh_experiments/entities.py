@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from google.api import field_behavior_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from mlmesh.experiments.v1 import experiment_pb2, run_pb2
@@ -15,20 +16,26 @@ ACTIVE, DELETED = "active", "deleted"
 RUN_STATUSES = ("RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED")
 ENDED = ("FINISHED", "FAILED", "KILLED")
 
-# Experiment fields a client may write (create and update); the rest are output only.
-EXPERIMENT_SCALARS = (
-    "name",
-    "description",
-    "artifact_location",
-    "strategy_id",
-    "dataset_version",
-    "feature_version",
-    "model_version",
-    "git_commit",
-    "mlflow_run_id",
+
+def _writable(descriptor) -> tuple[str, ...]:
+    """The fields a client may write (create and update): those the proto does not mark
+    `(google.api.field_behavior) = OUTPUT_ONLY`."""
+    return tuple(
+        f.name
+        for f in descriptor.fields
+        if field_behavior_pb2.OUTPUT_ONLY
+        not in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    )
+
+
+WRITABLE_FIELDS = _writable(experiment_pb2.Experiment.DESCRIPTOR)
+# The writable maps and Structs; the other writable fields are strings.
+EXPERIMENT_DICTS = tuple(
+    f.name
+    for f in experiment_pb2.Experiment.DESCRIPTOR.fields
+    if f.name in WRITABLE_FIELDS and f.type == f.TYPE_MESSAGE
 )
-EXPERIMENT_DICTS = ("tags", "parameters", "metrics", "artifacts")
-WRITABLE_FIELDS = EXPERIMENT_SCALARS + EXPERIMENT_DICTS
+EXPERIMENT_SCALARS = tuple(name for name in WRITABLE_FIELDS if name not in EXPERIMENT_DICTS)
 
 
 def _timestamp(epoch_ms: int) -> timestamp_pb2.Timestamp:

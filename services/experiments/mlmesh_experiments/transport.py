@@ -1,5 +1,5 @@
 """gRPC servicer for mlmesh.experiments.v1.ExperimentService: protos in, service calls, protos
-out, and the REST status each call asks the gateway for."""
+out; REST statuses are declared in the protos (mlmesh_common.http)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,11 @@ from google.protobuf import empty_pb2
 from mlmesh.experiments.v1 import experiments_service_pb2 as pb
 from mlmesh.experiments.v1 import experiments_service_pb2_grpc, run_pb2
 from mlmesh_common.compare import MetricDiff, ParamDiff
-from mlmesh_common.http import set_http_status
 from mlmesh_common.tenancy import tenant_of
 from mlmesh_common.values import nullable
 from mlmesh_experiments.entities import MetricPoint, experiment_fields
 from mlmesh_experiments.service import ExperimentsService, RunOverfitting
 
-API = "/api/v1/experiments"
 _DIRECTIONS = {"maximize": pb.MetricDiff.MAXIMIZE, "minimize": pb.MetricDiff.MINIMIZE}
 
 
@@ -88,7 +86,6 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
     async def CreateExperiment(self, request, context):
         fields = experiment_fields(request.experiment)
         experiment = await self._service.create_experiment(tenant_of(context), fields)
-        await set_http_status(context, 201, f"{API}/{experiment.id}")
         return experiment.to_proto()
 
     async def ListExperiments(self, request, context):
@@ -122,7 +119,6 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
 
     async def DeleteExperiment(self, request, context):
         await self._service.delete_experiment(tenant_of(context), request.experiment_id)
-        await set_http_status(context, 204)
         return empty_pb2.Empty()
 
     async def RestoreExperiment(self, request, context):
@@ -150,7 +146,6 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
             request.description,
             dict(request.tags),
         )
-        await set_http_status(context, 201, f"{API}/runs/{run.id}")
         return run.to_proto()
 
     async def ListRuns(self, request, context):

@@ -1,12 +1,16 @@
-"""Where a training is recorded besides the model: an MLflow run with lineage tags and per-fold
-step metrics, and an Experiment row in the registry through the experiments service's gRPC API."""
+"""Where a job is recorded besides the model: MLflow runs with lineage tags (a training's run
+with per-fold step metrics; a study's or leaderboard's parent run with nested runs, ended by
+`parent_run` when the job fails), and an Experiment row in the registry through the
+experiments service's gRPC API."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +26,7 @@ from mlmesh.experiments.v1 import (
     experiments_service_pb2,
     experiments_service_pb2_grpc,
 )
-from mlmesh_common.errors import Unavailable
+from mlmesh_common.errors import DomainError, Unavailable
 from mlmesh_common.tenancy import DEFAULT_TENANT, TENANT_HEADER
 from mlmesh_training.engine import CVResult
 
@@ -192,6 +196,26 @@ class MlflowRecorder:
         return run_id
 
 
+@contextlib.asynccontextmanager
+async def parent_run(mlflow: MlflowRecorder, run_id: str) -> AsyncIterator[str]:
+    """Ends the parent run `run_id` KILLED when the work inside is cancelled and FAILED when
+    it raises, then lets the exception through. Ending it is best effort: the error that
+    stopped the work is the one to report, not MLflow's."""
+    try:
+        yield run_id
+    except asyncio.CancelledError:
+        await asyncio.shield(_end_quietly(mlflow, run_id, "KILLED"))
+        raise
+    except Exception:
+        await _end_quietly(mlflow, run_id, "FAILED")
+        raise
+
+
+async def _end_quietly(mlflow: MlflowRecorder, run_id: str, status: str) -> None:
+    with contextlib.suppress(DomainError):
+        await mlflow.finish_parent(run_id, {}, {}, status)
+
+
 def _params(params: dict[str, Any]) -> list[Param]:
     """MLflow params: strings of at most 6000 characters, at most 100 per batch."""
     flat = {k: str(v)[:6000] for k, v in params.items()}
@@ -209,6 +233,32 @@ class ExperimentsRecorder:
 
     async def close(self) -> None:
         await self._channel.close()
+
+    async def record_result(
+        self,
+        lineage: Lineage,
+        mlflow_run_id: str,
+        parameters: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        **fields: Any,
+    ) -> str:
+        """An Experiment row for a training, a study's best trial or a leaderboard's winner,
+        with the lineage every one of them carries; returns its id."""
+        return await self.record(
+            lineage.tenant,
+            {
+                "strategy_id": lineage.strategy_id,
+                "dataset_version": lineage.dataset_version,
+                "feature_version": lineage.feature_version,
+                "git_commit": lineage.git_commit,
+                "mlflow_run_id": mlflow_run_id,
+                "parameters": parameters,
+                "metrics": metrics,
+                "tags": {**tags, "bars_id": lineage.bars_id},
+                **fields,
+            },
+        )
 
     async def record(self, tenant: str, fields: dict[str, Any]) -> str:
         parameters = struct_pb2.Struct()

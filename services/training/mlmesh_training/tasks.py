@@ -1,6 +1,6 @@
 """Background tasks: persisted before they start, run as asyncio tasks whose heavy work is on
 Ray, with progress, result or structured error written back; a restart never leaves a task
-PENDING or RUNNING forever."""
+PENDING or RUNNING forever. A tenant reads, lists and cancels only its own tasks."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from mlmesh_common.errors import ERROR_DOMAIN, DomainError, FailedPrecondition
+from mlmesh_common.resources import Page, check_owned, is_uuid, page, page_window
 from mlmesh_training.entities import TASK_DONE, Task
 from mlmesh_training.storage.base import TrainingStore
 
@@ -105,7 +106,24 @@ class TaskRunner:
         changes["finished_at"] = self._clock()
         await self._store.update_task(task_id, changes, only_if_status=("RUNNING",))
 
-    async def cancel(self, task: Task) -> None:
+    async def get(self, tenant: str, task_id: str) -> Task:
+        task = await self._store.get_task(task_id) if is_uuid(task_id) else None
+        check_owned(task, tenant, "task", task_id)
+        return task
+
+    async def list(
+        self, tenant: str, filters: dict[str, str], skip=0, limit=0, page_token=""
+    ) -> Page:
+        offset, limit = page_window(limit, skip, page_token)
+        items, total = await self._store.list_tasks(tenant, filters, offset, limit)
+        return page(items, offset, total)
+
+    async def cancel(self, tenant: str, task_id: str) -> Task:
+        """Cancels the tenant's pending or running task; the task as it is afterwards."""
+        await self._cancel(await self.get(tenant, task_id))
+        return await self.get(tenant, task_id)
+
+    async def _cancel(self, task: Task) -> None:
         if task.status in TASK_DONE:
             raise FailedPrecondition(
                 f"task {task.id} is already {task.status}", reason="TASK_ALREADY_DONE"

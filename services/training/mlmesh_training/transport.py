@@ -1,17 +1,32 @@
-"""gRPC servicer for mlmesh.training.v1.TrainingService: protos in, service calls, protos out,
-and the REST status each call asks the gateway for."""
+"""gRPC servicer for mlmesh.training.v1.TrainingService: requests converted to plain values
+(DatasetSpec, CVConfig, job specs), the catalog, jobs and tasks called, and every response
+built from their results. REST statuses are declared in the protos (mlmesh_common.http)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from google.protobuf import empty_pb2, json_format, struct_pb2
 
 from mlmesh.training.v1 import task_pb2, training_service_pb2_grpc
 from mlmesh.training.v1 import training_service_pb2 as pb
-from mlmesh_common.http import set_http_status
+from mlmesh_common.http import answer_instead
 from mlmesh_common.tenancy import tenant_of
-from mlmesh_training.entities import struct
+from mlmesh_training import datasets as ds
+from mlmesh_training.catalog import DatasetSpec
+from mlmesh_training.cv import CVConfig
+from mlmesh_training.entities import struct, timestamp
+from mlmesh_training.jobs import (
+    AutoMLResult,
+    AutoMLSpec,
+    TrainResult,
+    TrainSpec,
+    TuneResult,
+    TuneSpec,
+)
 from mlmesh_training.plugins import plugins
 from mlmesh_training.service import TrainingService
+from mlmesh_training.tuning import TrialView
 
 
 def _param_spec(spec) -> pb.ParamSpec:
@@ -47,26 +62,219 @@ def _request_dict(request) -> dict:
     return json_format.MessageToDict(request, preserving_proto_field_name=True)
 
 
+def _message_dict(message) -> dict[str, Any]:
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+
+
+# --- requests to plain values --------------------------------------------------------------------
+
+
+def _dataset_spec(message: pb.DatasetSpec) -> DatasetSpec:
+    """Proto3 zero values mean the documented defaults."""
+    defaults = DatasetSpec()
+    return DatasetSpec(
+        feature_ids=list(message.feature_ids),
+        symbol=message.symbol,
+        timeframe=message.timeframe or defaults.timeframe,
+        start_date=message.start_date,
+        end_date=message.end_date,
+        target_horizon=message.target_horizon or defaults.target_horizon,
+        bars_id=message.bars_id,
+    )
+
+
+def _cv_config(message: pb.CVConfig) -> CVConfig:
+    defaults = CVConfig()
+    return CVConfig(
+        method=message.method or defaults.method,
+        n_splits=message.n_splits or defaults.n_splits,
+        test_size=message.test_size or defaults.test_size,
+        min_train_size=message.min_train_size or defaults.min_train_size,
+        gap=message.gap if message.HasField("gap") else None,
+        embargo_pct=message.embargo_pct,
+        n_test_splits=message.n_test_splits or defaults.n_test_splits,
+    )
+
+
+def _optional(message, name: str):
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def _train_spec(request: pb.TrainModelRequest) -> TrainSpec:
+    return TrainSpec(
+        model_id=request.model_id,
+        dataset=_dataset_spec(request.dataset),
+        cv=_cv_config(request.cv),
+        strategy_id=request.strategy_id,
+        seed=_optional(request, "seed"),
+    )
+
+
+def _tune_spec(request: pb.TuneModelRequest) -> TuneSpec:
+    return TuneSpec(
+        plugin_key=request.plugin_key,
+        dataset=_dataset_spec(request.dataset),
+        cv=_cv_config(request.cv),
+        param_space=_space(request),
+        fixed_params=json_format.MessageToDict(request.fixed_params),
+        n_trials=request.n_trials,
+        metric=request.metric,
+        direction=request.direction,
+        timeout_s=_optional(request, "timeout_s"),
+        seed=_optional(request, "seed"),
+        max_parallel=request.max_parallel,
+        pruning=request.pruning,
+        study_name=request.study_name,
+        strategy_id=request.strategy_id,
+    )
+
+
+def _automl_spec(request: pb.RunAutoMLRequest) -> AutoMLSpec:
+    return AutoMLSpec(
+        dataset=_dataset_spec(request.dataset),
+        cv=_cv_config(request.cv),
+        candidates={
+            key: json_format.MessageToDict(params) for key, params in request.candidates.items()
+        },
+        metric=request.metric,
+        seed=_optional(request, "seed"),
+        tune_trials=request.tune_trials,
+        ensemble_top_k=request.ensemble_top_k,
+        max_parallel=request.max_parallel,
+        strategy_id=request.strategy_id,
+    )
+
+
+# --- results to responses ------------------------------------------------------------------------
+
+
+def _train_response(result: TrainResult) -> pb.TrainModelResponse:
+    return pb.TrainModelResponse(
+        model_id=result.model_id,
+        artifact_uri=result.artifact_uri,
+        cv_metrics=pb.CVMetrics(
+            folds=[
+                pb.FoldMetrics(
+                    fold=f.fold,
+                    n_train=f.n_train,
+                    n_test=f.n_test,
+                    train_start=timestamp(ds.epoch_ms(f.train_start)),
+                    train_end=timestamp(ds.epoch_ms(f.train_end)),
+                    test_start=timestamp(ds.epoch_ms(f.test_start)),
+                    test_end=timestamp(ds.epoch_ms(f.test_end)),
+                    mse=f.mse,
+                    mae=f.mae,
+                    directional_accuracy=f.directional_accuracy,
+                    node_id=f.node_id,
+                )
+                for f in result.cv.folds
+            ],
+            n_folds=len(result.cv.folds),
+            **result.cv.summary,
+        ),
+        n_train_rows=result.n_train_rows,
+        feature_columns=result.feature_columns,
+        mlflow_run_id=result.mlflow_run_id,
+        experiment_id=result.experiment_id,
+        model_version=result.model_version,
+        bars_id=result.bars.id,
+        bars_version_hash=result.bars.version_hash,
+    )
+
+
+def _trial_proto(trial: TrialView) -> pb.TuneTrial:
+    message = pb.TuneTrial(
+        number=trial.number,
+        params=struct(trial.params),
+        value=trial.value,
+        state=trial.state,
+        duration_s=trial.duration_s,
+        node_id=trial.node_id,
+        metrics=struct(trial.metrics),
+        error=trial.error,
+    )
+    for name in ("started_at", "finished_at"):
+        moment = getattr(trial, name)
+        if moment is not None:
+            getattr(message, name).CopyFrom(timestamp(int(moment * 1000)))
+    return message
+
+
+def _tune_response(result: TuneResult) -> pb.TuneModelResponse:
+    return pb.TuneModelResponse(
+        best_params=struct(result.best_params),
+        best_value=result.best_value,
+        n_trials_completed=result.n_trials_completed,
+        trials=[_trial_proto(t) for t in result.trials],
+        study_name=result.study_name,
+        mlflow_run_id=result.mlflow_run_id,
+        experiment_id=result.experiment_id,
+        plugin_key=result.plugin_key,
+        metric=result.metric,
+        direction=result.direction,
+        best_trial=result.best_trial,
+        best_metrics=struct(result.best_metrics),
+    )
+
+
+def _automl_response(result: AutoMLResult) -> pb.RunAutoMLResponse:
+    board = result.board
+    return pb.RunAutoMLResponse(
+        leaderboard=[
+            pb.LeaderboardEntry(
+                rank=row.rank,
+                plugin_key=row.plugin_key,
+                params=struct(row.params),
+                score=row.score,
+                metrics=struct(row.metrics or {}),
+                fit_time_s=row.fit_time_s,
+                status=row.status,
+                error=row.error,
+                mlflow_run_id=run_id,
+                n_trials=row.n_trials,
+            )
+            for row, run_id in zip(board.rows, result.run_ids, strict=True)
+        ],
+        metric=board.metric,
+        direction=board.direction,
+        mlflow_run_id=result.mlflow_run_id,
+        experiment_id=result.experiment_id,
+    )
+
+
 class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
     def __init__(self, service: TrainingService) -> None:
-        self._service = service
+        self._catalog = service.catalog
+        self._jobs = service.jobs
+        self._tasks = service.tasks
+
+    async def _submit(self, context, job, request, respond) -> task_pb2.Task:
+        """The job as a background task whose result is its response's JSON."""
+        task = await self._jobs.submit(
+            tenant_of(context),
+            job,
+            _request_dict(request),
+            lambda result: _message_dict(respond(result)),
+        )
+        return task.to_proto()
 
     # --- models --------------------------------------------------------------------------
 
     async def CreateModel(self, request, context):
         m = request.model
-        model = await self._service.create_model(
+        model = await self._catalog.create_model(
             tenant_of(context),
             m.name,
             m.model_type,
             m.family,
             json_format.MessageToDict(m.parameters),
         )
-        await set_http_status(context, 201, f"/api/v1/models/{model.id}")
         return model.to_proto()
 
     async def ListModels(self, request, context):
-        page = await self._service.list_models(
+        page = await self._catalog.list_models(
             tenant_of(context), request.family, request.skip, request.limit, request.page_token
         )
         return pb.ListModelsResponse(
@@ -76,11 +284,11 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
         )
 
     async def GetModel(self, request, context):
-        return (await self._service.get_model(tenant_of(context), request.model_id)).to_proto()
+        return (await self._catalog.get_model(tenant_of(context), request.model_id)).to_proto()
 
     async def UpdateModel(self, request, context):
         m = request.model
-        model = await self._service.update_model(
+        model = await self._catalog.update_model(
             tenant_of(context),
             request.model_id,
             name=m.name,
@@ -92,60 +300,37 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
         return model.to_proto()
 
     async def DeleteModel(self, request, context):
-        await self._service.delete_model(tenant_of(context), request.model_id)
-        await set_http_status(context, 204)
+        await self._catalog.delete_model(tenant_of(context), request.model_id)
         return empty_pb2.Empty()
 
-    # --- training ------------------------------------------------------------------------
+    # --- training, tuning and AutoML ------------------------------------------------------
 
     async def TrainModel(self, request, context):
         tenant = tenant_of(context)
-        job = await self._service.prepare(tenant, request.model_id, request)
-        return await self._service.train(tenant, job)
+        job = await self._jobs.prepare_train(tenant, _train_spec(request))
+        return _train_response(await self._jobs.train(tenant, job))
 
     async def TrainModelAsync(self, request, context):
-        tenant = tenant_of(context)
-        train_request = pb.TrainModelRequest()
-        train_request.ParseFromString(request.SerializeToString())
-        job = await self._service.prepare(tenant, request.model_id, train_request)
-        task = await self._service.train_async(tenant, job, _request_dict(request))
-        await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
-        return task.to_proto()
-
-    # --- tuning and AutoML ----------------------------------------------------------------
-
-    async def _tune_job(self, tenant: str, request):
-        return await self._service.prepare_tune(
-            tenant, request, _space(request), json_format.MessageToDict(request.fixed_params)
-        )
+        job = await self._jobs.prepare_train(tenant_of(context), _train_spec(request.request))
+        return await self._submit(context, job, request.request, _train_response)
 
     async def TuneModel(self, request, context):
         tenant = tenant_of(context)
-        return await self._service.tune(tenant, await self._tune_job(tenant, request))
+        job = await self._jobs.prepare_tune(tenant, _tune_spec(request))
+        return _tune_response(await self._jobs.tune(tenant, job))
 
     async def TuneModelAsync(self, request, context):
-        tenant = tenant_of(context)
-        job = await self._tune_job(tenant, request.request)
-        task = await self._service.tune_async(tenant, job, _request_dict(request.request))
-        await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
-        return task.to_proto()
-
-    async def _automl_job(self, tenant: str, request):
-        candidates = {
-            key: json_format.MessageToDict(params) for key, params in request.candidates.items()
-        }
-        return await self._service.prepare_automl(tenant, request, candidates)
+        job = await self._jobs.prepare_tune(tenant_of(context), _tune_spec(request.request))
+        return await self._submit(context, job, request.request, _tune_response)
 
     async def RunAutoML(self, request, context):
         tenant = tenant_of(context)
-        return await self._service.automl(tenant, await self._automl_job(tenant, request))
+        job = await self._jobs.prepare_automl(tenant, _automl_spec(request))
+        return _automl_response(await self._jobs.automl(tenant, job))
 
     async def RunAutoMLAsync(self, request, context):
-        tenant = tenant_of(context)
-        job = await self._automl_job(tenant, request.request)
-        task = await self._service.automl_async(tenant, job, _request_dict(request.request))
-        await set_http_status(context, 202, f"/api/v1/tasks/{task.id}")
-        return task.to_proto()
+        job = await self._jobs.prepare_automl(tenant_of(context), _automl_spec(request.request))
+        return await self._submit(context, job, request.request, _automl_response)
 
     async def ListPlugins(self, request, context):
         return pb.ListPluginsResponse(
@@ -174,7 +359,7 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
     # --- datasets ------------------------------------------------------------------------
 
     async def CreateDataset(self, request, context):
-        dataset, created = await self._service.create_dataset(
+        dataset, created = await self._catalog.create_dataset(
             tenant_of(context),
             name=request.name,
             kind=request.kind,
@@ -183,13 +368,13 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
             content_type=request.upload.content_type,
             body=request.upload.data,
         )
-        if created:  # an identical re-upload answers its existing dataset with 200
-            await set_http_status(context, 201, f"/api/v1/datasets/{dataset.id}")
+        if not created:  # an identical re-upload answers its existing dataset with 200
+            answer_instead(200)
         return dataset.to_proto()
 
     async def ListDatasets(self, request, context):
         filters = {"symbol": request.symbol, "timeframe": request.timeframe, "kind": request.kind}
-        page = await self._service.list_datasets(
+        page = await self._catalog.list_datasets(
             tenant_of(context), filters, request.skip, request.limit, request.page_token
         )
         return pb.ListDatasetsResponse(
@@ -199,11 +384,11 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
         )
 
     async def GetDataset(self, request, context):
-        dataset = await self._service.get_dataset(tenant_of(context), request.dataset_id)
+        dataset = await self._catalog.get_dataset(tenant_of(context), request.dataset_id)
         return dataset.to_proto()
 
     async def PreviewDataset(self, request, context):
-        columns, rows = await self._service.preview_dataset(
+        columns, rows = await self._catalog.preview_dataset(
             tenant_of(context), request.dataset_id, request.rows
         )
         return pb.PreviewDatasetResponse(
@@ -211,18 +396,17 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
         )
 
     async def DeleteDataset(self, request, context):
-        await self._service.delete_dataset(tenant_of(context), request.dataset_id)
-        await set_http_status(context, 204)
+        await self._catalog.delete_dataset(tenant_of(context), request.dataset_id)
         return empty_pb2.Empty()
 
     # --- tasks ---------------------------------------------------------------------------
 
     async def GetTask(self, request, context):
-        return (await self._service.get_task(tenant_of(context), request.task_id)).to_proto()
+        return (await self._tasks.get(tenant_of(context), request.task_id)).to_proto()
 
     async def ListTasks(self, request, context):
         status = "" if not request.status else task_pb2.Task.Status.Name(request.status)
-        page = await self._service.list_tasks(
+        page = await self._tasks.list(
             tenant_of(context),
             {"status": status, "kind": request.kind},
             request.skip,
@@ -236,4 +420,4 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
         )
 
     async def CancelTask(self, request, context):
-        return (await self._service.cancel_task(tenant_of(context), request.task_id)).to_proto()
+        return (await self._tasks.cancel(tenant_of(context), request.task_id)).to_proto()

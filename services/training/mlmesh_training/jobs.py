@@ -1,0 +1,555 @@
+"""Train, tune and AutoML: each request (plain values) checked into a job before any work
+starts, the job run on Ray with its lineage recorded, and its outcome assembled into a domain
+result (TrainResult, TuneResult, AutoMLResult); `submit` runs any job as a background task."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from mlmesh_common.artifacts import ArtifactStore
+from mlmesh_common.errors import Conflict, FailedPrecondition, InvalidArgument
+from mlmesh_training import engine, tuning
+from mlmesh_training.automl import AutoML, Leaderboard
+from mlmesh_training.catalog import Catalog, DatasetSpec, TrainingData
+from mlmesh_training.cv import CVConfig
+from mlmesh_training.engine import CVResult
+from mlmesh_training.entities import Dataset, Model, Task
+from mlmesh_training.lineage import ExperimentsRecorder, Lineage, MlflowRecorder, parent_run
+from mlmesh_training.plugins import get_plugin, plugins
+from mlmesh_training.plugins.base import check_seed
+from mlmesh_training.storage.base import TrainingStore
+from mlmesh_training.tasks import Progress, TaskRunner
+from mlmesh_training.tuning import StudySpec, TrialView, Tuner
+
+DEFAULT_TRIALS = 30
+MAX_PARALLEL = 1024
+MAX_CANDIDATES = 20
+MAX_AUTOML_TRIALS = 200
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# The study's user attribute naming its MLflow parent run.
+MLFLOW_RUN = "mlmesh.mlflow_run_id"
+
+
+# --- what a request asks for ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    model_id: str
+    dataset: DatasetSpec
+    cv: CVConfig
+    strategy_id: str = ""
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class TuneSpec:
+    """A tuning request; zero values (n_trials, metric, direction, study_name) mean the
+    defaults the API documents."""
+
+    plugin_key: str
+    dataset: DatasetSpec
+    cv: CVConfig
+    param_space: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fixed_params: dict[str, Any] = field(default_factory=dict)
+    n_trials: int = 0
+    metric: str = ""
+    direction: str = ""
+    timeout_s: float | None = None
+    seed: int | None = None
+    max_parallel: int = 0
+    pruning: bool = False
+    study_name: str = ""
+    strategy_id: str = ""
+
+
+@dataclass(frozen=True)
+class AutoMLSpec:
+    """An AutoML request; no candidates means every machine-learning plugin with defaults."""
+
+    dataset: DatasetSpec
+    cv: CVConfig
+    candidates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metric: str = ""
+    seed: int | None = None
+    tune_trials: int = 0
+    ensemble_top_k: int = 0
+    max_parallel: int = 0
+    strategy_id: str = ""
+
+
+# --- validated jobs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """A validated training request: everything checked before any work starts."""
+
+    model: Model
+    plugin_key: str
+    params: dict[str, Any]
+    seed: int
+    data: TrainingData
+    strategy_id: str
+    kind = "train"
+
+
+@dataclass(frozen=True)
+class TuneJob:
+    """A validated tuning request."""
+
+    study: StudySpec
+    study_name: str  # as the tenant named it
+    data: TrainingData
+    strategy_id: str
+    kind = "tune"
+
+
+@dataclass(frozen=True)
+class AutoMLJob:
+    """A validated AutoML request."""
+
+    candidates: dict[str, dict[str, Any]]
+    metric: str
+    direction: str
+    seed: int
+    tune_trials: int
+    ensemble_top_k: int
+    max_parallel: int
+    data: TrainingData
+    strategy_id: str
+    kind = "automl"
+
+
+Job = TrainJob | TuneJob | AutoMLJob
+
+
+# --- results -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    model_id: str
+    artifact_uri: str
+    cv: CVResult
+    n_train_rows: int
+    feature_columns: list[str]
+    mlflow_run_id: str
+    experiment_id: str
+    model_version: int
+    bars: Dataset  # the dataset the target came from
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    best_params: dict[str, Any]
+    best_value: float
+    n_trials_completed: int
+    trials: list[TrialView]
+    study_name: str
+    mlflow_run_id: str  # the study's parent run
+    experiment_id: str
+    plugin_key: str
+    metric: str
+    direction: str
+    best_trial: int
+    best_metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class AutoMLResult:
+    board: Leaderboard
+    run_ids: list[str]  # each row's nested MLflow run, in the board's order
+    mlflow_run_id: str  # the leaderboard's parent run
+    experiment_id: str  # empty when every candidate failed
+
+
+Result = TrainResult | TuneResult | AutoMLResult
+
+
+class Jobs:
+    def __init__(
+        self,
+        store: TrainingStore,
+        catalog: Catalog,
+        artifacts: ArtifactStore,
+        mlflow: MlflowRecorder,
+        experiments: ExperimentsRecorder,
+        git_commit: str,
+        tuner: Tuner,
+        tasks: TaskRunner,
+        clock: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._artifacts = artifacts
+        self._mlflow = mlflow
+        self._experiments = experiments
+        self._git_commit = git_commit
+        self._tuner = tuner
+        self._tasks = tasks
+        self._clock = clock
+
+    async def submit(
+        self, tenant: str, job: Job, request: dict[str, Any], encode: Callable[[Any], dict]
+    ) -> Task:
+        """Runs `job` as a background task that stores `request` and, once done, its result
+        as `encode` writes it."""
+        run = {"train": self.train, "tune": self.tune, "automl": self.automl}[job.kind]
+
+        async def work(progress: Progress) -> dict[str, Any]:
+            return encode(await run(tenant, job, progress))
+
+        return await self._tasks.submit(tenant, job.kind, request, work)
+
+    def _lineage(self, tenant: str, data: TrainingData, strategy_id: str, run_type: str) -> Lineage:
+        return Lineage(
+            tenant=tenant,
+            strategy_id=strategy_id,
+            git_commit=self._git_commit,
+            dataset_version=data.dataset_version,
+            feature_version=data.feature_version,
+            bars_id=data.bars.id,
+            run_type=run_type,
+        )
+
+    # --- training ------------------------------------------------------------------------
+
+    async def prepare_train(self, tenant: str, spec: TrainSpec) -> TrainJob:
+        """Every check of a training request (ids, dates, CV config, 422 on too little data),
+        shared by the synchronous and asynchronous paths."""
+        model = await self._catalog.get_model(tenant, spec.model_id)
+        plugin = get_plugin(model.plugin_key)
+        params = plugin.check_params(model.parameters)
+        seed = check_seed(spec.seed) if spec.seed is not None else 0
+        return TrainJob(
+            model=model,
+            plugin_key=model.plugin_key,
+            params=params,
+            # A library-level seed among the parameters wins; the run records the one used.
+            seed=plugin.seed_used(params, seed),
+            data=await self._catalog.training_data(tenant, spec.dataset, spec.cv),
+            strategy_id=spec.strategy_id,
+        )
+
+    async def train(
+        self, tenant: str, job: TrainJob, progress: Progress | None = None
+    ) -> TrainResult:
+        data = job.data
+        total = len(data.folds) + 1
+
+        async def fold_done(done: int, _folds: int) -> None:
+            if progress is not None:
+                await progress(done, total, f"{done}/{len(data.folds)} folds fitted")
+
+        result = await engine.cross_validate(
+            job.plugin_key, job.params, job.seed, data.X, data.y, data.folds, fold_done
+        )
+        blob = await engine.fit_full(job.plugin_key, job.params, job.seed, data.X, data.y)
+        model = job.model
+        version = model.version + 1
+        stored = await self._artifacts.put(
+            tenant, "models", model.id, f"v{version}/model.bin", blob
+        )
+        summary = result.summary
+        lineage = replace(
+            self._lineage(tenant, data, job.strategy_id, "training"), model_version=str(version)
+        )
+        params = {"plugin_key": job.plugin_key, "seed": job.seed, **job.params}
+        run_id = await self._mlflow.record(f"{model.name}-v{version}", lineage, params, result)
+        experiment_id = await self._experiments.record_result(
+            lineage,
+            run_id,
+            params,
+            summary,
+            {"model_id": model.id, "run_type": "training"},
+            model_version=str(version),
+            artifacts={"model": stored.uri},
+        )
+        changes = {
+            "artifact_uri": stored.uri,
+            "metrics": summary,
+            "mlflow_run_id": run_id,
+            "updated_at": self._clock(),
+        }
+        if not await self._store.update_model(model.id, model.version, changes):
+            raise Conflict(f"model {model.id} changed while it trained", reason="VERSION_MISMATCH")
+        if progress is not None:
+            await progress(total, total, "done")
+        return TrainResult(
+            model_id=model.id,
+            artifact_uri=stored.uri,
+            cv=result,
+            n_train_rows=len(data.X),
+            feature_columns=data.feature_columns,
+            mlflow_run_id=run_id,
+            experiment_id=experiment_id,
+            model_version=version,
+            bars=data.bars,
+        )
+
+    # --- tuning --------------------------------------------------------------------------
+
+    async def prepare_tune(self, tenant: str, spec: TuneSpec) -> TuneJob:
+        """Every check of a tuning request, before any trial runs."""
+        if not spec.plugin_key:
+            raise InvalidArgument("plugin_key is required", reason="INVALID_PLUGIN")
+        plugin = get_plugin(spec.plugin_key)
+        checked = plugin.check_params(spec.fixed_params)
+        fixed = {name: checked[name] for name in spec.fixed_params}
+        space = tuning.check_space(plugin, spec.param_space, fixed)
+        if not space:
+            raise InvalidArgument(
+                f"{plugin.key} has no default search space; give a param_space",
+                reason="EMPTY_SEARCH_SPACE",
+            )
+        n_trials = spec.n_trials or DEFAULT_TRIALS
+        if not 1 <= n_trials <= tuning.MAX_TRIALS:
+            raise InvalidArgument(
+                f"n_trials must be 1..{tuning.MAX_TRIALS}", reason="INVALID_N_TRIALS"
+            )
+        metric = tuning.resolve_metric(spec.metric)
+        direction = tuning.resolve_direction(spec.direction, metric)
+        timeout_s = spec.timeout_s
+        if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s > 0):
+            raise InvalidArgument("timeout_s must be a positive number", reason="INVALID_TIMEOUT")
+        seed = check_seed(spec.seed) if spec.seed is not None else None
+        max_parallel = _max_parallel(spec.max_parallel)
+        study_name = spec.study_name or f"tune-{uuid.uuid4().hex[:12]}"
+        if not STUDY_NAME.fullmatch(study_name):
+            raise InvalidArgument(
+                "study_name must be 1..128 letters, digits, '.', '_' or '-', starting with a "
+                "letter or digit",
+                reason="INVALID_STUDY_NAME",
+            )
+        data = await self._catalog.training_data(tenant, spec.dataset, spec.cv)
+        identity = {
+            "plugin_key": plugin.key,
+            "param_space": {name: p.to_dict() for name, p in sorted(space.items())},
+            "fixed_params": fixed,
+            "metric": metric,
+            "direction": direction,
+            "dataset": asdict(spec.dataset),
+            "dataset_version": data.dataset_version,
+            "feature_version": data.feature_version,
+            "cv": asdict(spec.cv),
+        }
+        study = StudySpec(
+            name=f"{tenant}/{study_name}",
+            plugin_key=plugin.key,
+            space=space,
+            fixed=fixed,
+            n_trials=n_trials,
+            metric=metric,
+            direction=direction,
+            seed=seed,
+            timeout_s=timeout_s,
+            max_parallel=max_parallel,
+            pruning=spec.pruning,
+            identity=identity,
+        )
+        return TuneJob(study, study_name, data, spec.strategy_id)
+
+    async def tune(self, tenant: str, job: TuneJob, progress: Progress | None = None) -> TuneResult:
+        study = job.study
+        if progress is not None:
+            await progress(0, study.n_trials, "starting")
+        lineage = self._lineage(tenant, job.data, job.strategy_id, "tuning")
+        async with self._tuner.open(study) as opened:
+            parent = (await asyncio.to_thread(lambda: opened.user_attrs)).get(MLFLOW_RUN)
+            if parent is None:
+                parent = await self._mlflow.start_parent(
+                    f"tune-{job.study_name}",
+                    lineage,
+                    {
+                        "plugin_key": study.plugin_key,
+                        "n_trials": study.n_trials,
+                        "metric": study.metric,
+                        "direction": study.direction,
+                        "seed": study.seed,
+                        **{f"fixed.{k}": v for k, v in study.fixed.items()},
+                    },
+                    {"study_name": job.study_name},
+                )
+                await asyncio.to_thread(opened.set_user_attr, MLFLOW_RUN, parent)
+            trial_lineage = replace(lineage, run_type="tuning_trial")
+
+            async def on_trial(trial: TrialView) -> None:
+                await self._mlflow.log_child(
+                    parent,
+                    f"{job.study_name}-trial-{trial.number}",
+                    trial_lineage,
+                    trial.params,
+                    trial.metrics or ({} if trial.value is None else {study.metric: trial.value}),
+                    {
+                        "study_name": job.study_name,
+                        "trial_number": str(trial.number),
+                        "trial_state": trial.state,
+                        "ray_node_id": trial.node_id,
+                    },
+                    "FINISHED" if trial.state in ("COMPLETE", "PRUNED") else "FAILED",
+                    (trial.started_at, trial.finished_at),
+                )
+
+            async def trial_done(done: int, total: int, best: TrialView | None) -> None:
+                if progress is not None:
+                    tail = "" if best is None else f"; best {study.metric} {best.value:.6g}"
+                    await progress(done, total, f"{done}/{total} trials finished{tail}")
+
+            async with parent_run(self._mlflow, parent):
+                result = await self._tuner.drive(
+                    opened, study, job.data.shared(), on_trial=on_trial, progress=trial_done
+                )
+        best = result.best
+        if best is None:
+            await self._mlflow.finish_parent(parent, {}, {}, "FAILED")
+            errors = [t.error for t in result.trials if t.error and t.state == "FAIL"]
+            raise FailedPrecondition(
+                f"no trial of study {job.study_name!r} completed"
+                + (f"; first failure: {errors[0]}" if errors else ""),
+                reason="NO_TRIAL_COMPLETED",
+            )
+        await self._mlflow.finish_parent(
+            parent,
+            {"best_value": best.value, "n_trials_completed": float(result.n_finished)},
+            {"best_trial": str(best.number), "best_params": json.dumps(best.params)},
+            "FINISHED",
+        )
+        best_params = get_plugin(study.plugin_key).check_params(best.params)
+        experiment_id = await self._experiments.record_result(
+            lineage,
+            parent,
+            {"plugin_key": study.plugin_key, **best_params},
+            best.metrics,
+            {"run_type": "tuning", "study_name": job.study_name, "best_trial": str(best.number)},
+        )
+        if progress is not None:
+            await progress(result.n_finished, study.n_trials, "done")
+        return TuneResult(
+            best_params=best_params,
+            best_value=best.value,
+            n_trials_completed=result.n_finished,
+            trials=result.trials,
+            study_name=job.study_name,
+            mlflow_run_id=parent,
+            experiment_id=experiment_id,
+            plugin_key=study.plugin_key,
+            metric=study.metric,
+            direction=study.direction,
+            best_trial=best.number,
+            best_metrics=best.metrics,
+        )
+
+    # --- AutoML --------------------------------------------------------------------------
+
+    async def prepare_automl(self, tenant: str, spec: AutoMLSpec) -> AutoMLJob:
+        candidates = spec.candidates or {
+            p.key: {} for p in plugins() if p.family == "machine_learning"
+        }
+        if len(candidates) > MAX_CANDIDATES:
+            raise InvalidArgument(
+                f"at most {MAX_CANDIDATES} candidates", reason="TOO_MANY_CANDIDATES"
+            )
+        checked: dict[str, dict[str, Any]] = {}
+        for name, params in candidates.items():
+            plugin = get_plugin(name)
+            if plugin.key in checked:
+                raise InvalidArgument(
+                    f"candidates name {plugin.key} twice", reason="DUPLICATE_CANDIDATE"
+                )
+            checked[plugin.key] = plugin.check_params(params)
+            if spec.tune_trials:
+                # Tuning searches what the candidate leaves unset: keep only its own values.
+                checked[plugin.key] = {k: checked[plugin.key][k] for k in params}
+        if not 0 <= spec.tune_trials <= MAX_AUTOML_TRIALS:
+            raise InvalidArgument(
+                f"tune_trials must be 0..{MAX_AUTOML_TRIALS}", reason="INVALID_N_TRIALS"
+            )
+        if spec.ensemble_top_k < 0 or spec.ensemble_top_k == 1:
+            raise InvalidArgument(
+                "ensemble_top_k must be 0 (no ensemble) or at least 2",
+                reason="INVALID_ENSEMBLE_TOP_K",
+            )
+        metric = tuning.resolve_metric(spec.metric)
+        return AutoMLJob(
+            candidates=checked,
+            metric=metric,
+            direction=tuning.natural_direction(metric),
+            seed=check_seed(spec.seed) if spec.seed is not None else 0,
+            tune_trials=spec.tune_trials,
+            ensemble_top_k=spec.ensemble_top_k,
+            max_parallel=_max_parallel(spec.max_parallel),
+            data=await self._catalog.training_data(tenant, spec.dataset, spec.cv),
+            strategy_id=spec.strategy_id,
+        )
+
+    async def automl(
+        self, tenant: str, job: AutoMLJob, progress: Progress | None = None
+    ) -> AutoMLResult:
+        lineage = self._lineage(tenant, job.data, job.strategy_id, "automl")
+        parent = await self._mlflow.start_parent(
+            f"automl-{uuid.uuid4().hex[:8]}",
+            lineage,
+            {
+                "metric": job.metric,
+                "direction": job.direction,
+                "seed": job.seed,
+                "tune_trials": job.tune_trials,
+                "ensemble_top_k": job.ensemble_top_k,
+                "candidates": ",".join(job.candidates),
+            },
+            {},
+        )
+        async with parent_run(self._mlflow, parent):
+            board = await AutoML(
+                job.data.shared(), job.metric, job.direction, job.seed, job.max_parallel
+            ).run(job.candidates, job.tune_trials, job.ensemble_top_k, progress)
+        child = replace(lineage, run_type="automl_candidate")
+        run_ids = []
+        for row in board.rows:
+            run_ids.append(
+                await self._mlflow.log_child(
+                    parent,
+                    f"{row.plugin_key}-rank-{row.rank}" if row.rank else f"{row.plugin_key}-failed",
+                    child,
+                    {"plugin_key": row.plugin_key, **row.params},
+                    row.metrics or {},
+                    {"rank": str(row.rank), "status": row.status, "error": row.error[:5000]},
+                    "FINISHED" if row.status == "SUCCEEDED" else "FAILED",
+                )
+            )
+        winner = board.rows[0] if board.rows and board.rows[0].rank == 1 else None
+        experiment_id = ""
+        if winner is not None:
+            await self._mlflow.finish_parent(
+                parent,
+                {f"best_{job.metric}": winner.score},
+                {"best_plugin": winner.plugin_key},
+                "FINISHED",
+            )
+            experiment_id = await self._experiments.record_result(
+                lineage,
+                parent,
+                {"plugin_key": winner.plugin_key, **winner.params},
+                winner.metrics or {},
+                {"run_type": "automl", "rank": "1"},
+            )
+        else:
+            await self._mlflow.finish_parent(parent, {}, {}, "FAILED")
+        return AutoMLResult(board, run_ids, parent, experiment_id)
+
+
+def _max_parallel(value: int) -> int:
+    if not 0 <= value <= MAX_PARALLEL:
+        raise InvalidArgument(
+            f"max_parallel must be 0 (the cluster's CPUs) to {MAX_PARALLEL}",
+            reason="INVALID_MAX_PARALLEL",
+        )
+    return value
