@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The largest gRPC message a service sends or accepts (uploads go through the gateway as one).
+DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
 
 class ServerSettings(BaseSettings):
     """Where and how a gRPC server listens. Services subclass this with their own prefix."""
@@ -14,8 +17,7 @@ class ServerSettings(BaseSettings):
     port: int = 0
     # Seconds in-flight calls get to finish after SIGTERM before they are cancelled.
     shutdown_grace_s: float = 10.0
-    # Largest request a service accepts (uploads go through the gateway as one message).
-    max_message_bytes: int = 256 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     log_level: str = "INFO"
     # "json" (default, one object a line) or "console" for humans.
     log_format: str = "json"

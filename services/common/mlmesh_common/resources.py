@@ -1,12 +1,15 @@
-"""Rules every resource API of the mesh shares: canonical UUID ids, tenant ownership (404 when
-absent, 403 when another tenant's) and list paging with opaque page tokens."""
+"""Rules every resource API of the mesh shares: canonical UUID ids, epoch-millisecond times,
+tenant ownership (404 when absent, 403 when another tenant's, for one resource or several) and
+list paging with opaque page tokens."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +21,11 @@ MAX_LIMIT = 1000
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def now_ms() -> int:
+    """The wall clock in epoch milliseconds, as resources record their times."""
+    return time.time_ns() // 1_000_000
 
 
 def is_uuid(value: str) -> bool:
@@ -42,6 +50,25 @@ def check_owned(resource: Any, tenant: str, kind: str, resource_id: str) -> None
             f"{kind} {resource_id} belongs to another tenant",
             reason="TENANT_MISMATCH",
             metadata={f"{kind}_id": resource_id},
+        )
+
+
+def check_all_owned(found: Mapping[str, Any], ids: Sequence[str], tenant: str, kind: str) -> None:
+    """For a request naming several resources (`found`: those that exist, by id): 403 when any
+    is another tenant's, otherwise 404 listing every missing id."""
+    foreign = [i for i in ids if i in found and found[i].tenant != tenant]
+    if foreign:
+        raise PermissionDenied(
+            f"{kind}s belong to another tenant: {', '.join(foreign)}",
+            reason="TENANT_MISMATCH",
+            metadata={f"{kind}_ids": ",".join(foreign)},
+        )
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise NotFound(
+            f"{kind}s not found: {', '.join(missing)}",
+            reason=f"{kind.upper()}_NOT_FOUND",
+            metadata={f"{kind}_ids": ",".join(missing)},
         )
 
 

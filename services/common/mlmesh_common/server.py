@@ -23,6 +23,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
 from mlmesh_common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
 from mlmesh_common.http import HTTP_CODE_HEADER, HttpStatusInterceptor
 from mlmesh_common.tenancy import TENANT_HEADER
@@ -212,7 +213,7 @@ def build_server(
     address: str,
     services: Sequence[ServiceBinding],
     *,
-    max_message_bytes: int = 256 * 1024 * 1024,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> tuple[grpc.aio.Server, int]:
     """Builds (does not start) a server hosting `services`, health and reflection."""
     server = grpc.aio.server(

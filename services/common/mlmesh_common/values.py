@@ -1,10 +1,24 @@
-"""JSON values for proto fields typed google.protobuf.Value (nullable numbers and ids)."""
+"""Well-known proto values built from plain ones: Timestamps from epoch milliseconds, Structs
+from dicts, and JSON Values for nullable numbers and ids."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
+
+
+def timestamp(epoch_ms: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(epoch_ms)
+    return stamp
+
+
+def struct(values: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(values)
+    return message
 
 
 def nullable(value: float | str | None) -> struct_pb2.Value:

@@ -10,6 +10,7 @@ import grpc
 
 from mlmesh.experiments.v1 import experiments_service_pb2, experiments_service_pb2_grpc
 from mlmesh_common.artifacts import ArtifactStore, open_artifact_store
+from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
 from mlmesh_common.db import create_engine
 from mlmesh_common.logging import configure_logging
 from mlmesh_common.server import ServiceBinding, build_server, serve
@@ -28,7 +29,7 @@ SERVICE_NAME = experiments_service_pb2.DESCRIPTOR.services_by_name["ExperimentSe
 class Deps:
     store: ExperimentStore
     artifacts: ArtifactStore
-    max_message_bytes: int = 256 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:

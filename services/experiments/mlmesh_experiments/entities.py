@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from google.api import field_behavior_pb2
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format
 
 from mlmesh.experiments.v1 import experiment_pb2, run_pb2
+from mlmesh_common.values import struct, timestamp
 
 ACTIVE, DELETED = "active", "deleted"
 # Run statuses by name; an ended run has one of ENDED.
@@ -38,12 +39,6 @@ EXPERIMENT_DICTS = tuple(
 EXPERIMENT_SCALARS = tuple(name for name in WRITABLE_FIELDS if name not in EXPERIMENT_DICTS)
 
 
-def _timestamp(epoch_ms: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(epoch_ms)
-    return stamp
-
-
 @dataclass
 class Experiment:
     id: str
@@ -66,8 +61,6 @@ class Experiment:
     artifacts: dict[str, str] = field(default_factory=dict)
 
     def to_proto(self) -> experiment_pb2.Experiment:
-        parameters = struct_pb2.Struct()
-        parameters.update(self.parameters)
         return experiment_pb2.Experiment(
             id=self.id,
             name=self.name,
@@ -81,11 +74,11 @@ class Experiment:
             model_version=self.model_version,
             git_commit=self.git_commit,
             mlflow_run_id=self.mlflow_run_id,
-            parameters=parameters,
+            parameters=struct(self.parameters),
             metrics=self.metrics,
             artifacts=self.artifacts,
-            created_at=_timestamp(self.created_at),
-            updated_at=_timestamp(self.updated_at),
+            created_at=timestamp(self.created_at),
+            updated_at=timestamp(self.updated_at),
         )
 
 
@@ -126,7 +119,7 @@ class Run:
             name=self.name,
             description=self.description,
             status=run_pb2.Run.Status.Value(self.status),
-            start_time=_timestamp(self.start_time),
+            start_time=timestamp(self.start_time),
             tags=self.tags,
             params=self.params,
             metrics=self.metrics,
@@ -134,7 +127,7 @@ class Run:
             lifecycle_stage=self.lifecycle_stage,
         )
         if self.end_time is not None:
-            run.end_time.CopyFrom(_timestamp(self.end_time))
+            run.end_time.CopyFrom(timestamp(self.end_time))
         return run
 
 

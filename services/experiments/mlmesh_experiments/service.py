@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +16,17 @@ from mlmesh_common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
 )
-from mlmesh_common.resources import Page, check_owned, is_uuid, new_id, page, page_window
+from mlmesh_common.resources import (
+    Page,
+    check_all_owned,
+    check_owned,
+    is_uuid,
+    new_id,
+    now_ms,
+    page,
+    page_window,
+)
 from mlmesh_experiments import domain, overfitting
 from mlmesh_experiments.entities import (
     ACTIVE,
@@ -44,10 +51,6 @@ _STAGES = {"": ACTIVE, ACTIVE: ACTIVE, DELETED: DELETED, "all": "all"}
 ONE = HistoryQuery(max_points=1)
 # Every point (the overfitting report reads whole histories).
 WHOLE = HistoryQuery()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,7 @@ class ExperimentsService:
     ) -> ExperimentComparison:
         compare.check_compare_ids(ids)
         found = await self._experiments(*ids)
-        _check_all_owned(found, ids, tenant, "experiment")
+        check_all_owned(found, ids, tenant, "experiment")
         experiments = [found[i] for i in ids]
         metrics = {e.id: e.metrics for e in experiments}
         return ExperimentComparison(experiments, compare.metric_diff(ids, metrics, maximize))
@@ -382,7 +385,7 @@ class ExperimentsService:
     ) -> RunComparison:
         compare.check_compare_ids(ids)
         found = await self._runs(*ids)
-        _check_all_owned(found, ids, tenant, "run")
+        check_all_owned(found, ids, tenant, "run")
         runs = [found[i] for i in ids]
         return RunComparison(
             runs,
@@ -436,7 +439,7 @@ class ExperimentsService:
         if not experiment_id:
             overfitting.check_run_ids(run_ids)
             found = await self._runs(*run_ids, hydrate=False)
-            _check_all_owned(found, run_ids, tenant, "run")
+            check_all_owned(found, run_ids, tenant, "run")
             return list(run_ids)
         clauses = domain.parse_run_filter(filter_text)
         await self.get_experiment(tenant, experiment_id)
@@ -485,21 +488,3 @@ def _unique_entries(entries: Sequence[tuple[str, str]], field: str) -> dict[str,
             )
         result[key] = value
     return result
-
-
-def _check_all_owned(found: dict[str, Any], ids: Sequence[str], tenant: str, kind: str) -> None:
-    """403 if any id is another tenant's; otherwise 404 listing every missing id."""
-    foreign = [i for i in ids if i in found and found[i].tenant != tenant]
-    if foreign:
-        raise PermissionDenied(
-            f"{kind}s belong to another tenant: {', '.join(foreign)}",
-            reason="TENANT_MISMATCH",
-            metadata={f"{kind}_ids": ",".join(foreign)},
-        )
-    missing = [i for i in ids if i not in found]
-    if missing:
-        raise NotFound(
-            f"{kind}s not found: {', '.join(missing)}",
-            reason=f"{kind.upper()}_NOT_FOUND",
-            metadata={f"{kind}_ids": ",".join(missing)},
-        )

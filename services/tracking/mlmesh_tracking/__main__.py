@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from mlmesh.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
+from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
 from mlmesh_common.logging import configure_logging
 from mlmesh_common.server import ServiceBinding, build_server, serve
 from mlmesh_tracking.config import TrackingSettings
@@ -23,7 +24,7 @@ SERVICE_NAME = tracking_service_pb2.DESCRIPTOR.services_by_name["TrackingService
 class Deps:
     store: RunStore
     experiment_names: tuple[str, ...] = ()
-    max_message_bytes: int = 64 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from mlmesh_common import compare, history
 from mlmesh_common.errors import NotFound, PermissionDenied
+from mlmesh_common.resources import check_all_owned
 from mlmesh_tracking import domain
 from mlmesh_tracking.entities import ExperimentRecord, MetricPoint, RunRecord
 from mlmesh_tracking.storage import RunStore
@@ -135,20 +136,7 @@ class TrackingService:
             for run_id, run in zip(run_ids, runs, strict=True)
             if run is not None and run.experiment_id in visible
         }
-        foreign = [run_id for run_id, run in found.items() if run.tenant != tenant]
-        if foreign:
-            raise PermissionDenied(
-                f"runs of another tenant: {', '.join(foreign)}",
-                reason="TENANT_MISMATCH",
-                metadata={"run_ids": ",".join(foreign)},
-            )
-        missing = [run_id for run_id in run_ids if run_id not in found]
-        if missing:
-            raise NotFound(
-                f"runs not found: {', '.join(missing)}",
-                reason="RUN_NOT_FOUND",
-                metadata={"run_ids": ",".join(missing)},
-            )
+        check_all_owned(found, run_ids, tenant, "run")
         ordered = [found[run_id] for run_id in run_ids]
         return Comparison(
             runs=ordered,

@@ -13,6 +13,7 @@ import structlog
 
 from mlmesh.training.v1 import training_service_pb2, training_service_pb2_grpc
 from mlmesh_common.artifacts import open_artifact_store
+from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
 from mlmesh_common.db import create_engine
 from mlmesh_common.logging import configure_logging
 from mlmesh_common.server import ServiceBinding, build_server, serve
@@ -31,7 +32,7 @@ SERVICE_NAME = training_service_pb2.DESCRIPTOR.services_by_name["TrainingService
 @dataclass(frozen=True)
 class Deps:
     service: TrainingService
-    max_message_bytes: int = 256 * 1024 * 1024
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:

@@ -13,8 +13,15 @@ import pandas as pd
 import ray
 
 from mlmesh_common.artifacts import ArtifactStore, parse_upload
-from mlmesh_common.errors import Conflict, InvalidArgument, NotFound, PermissionDenied
-from mlmesh_common.resources import Page, check_owned, is_uuid, page, page_window
+from mlmesh_common.errors import Conflict, InvalidArgument, NotFound
+from mlmesh_common.resources import (
+    Page,
+    check_all_owned,
+    check_owned,
+    is_uuid,
+    page,
+    page_window,
+)
 from mlmesh_training import datasets as ds
 from mlmesh_training.cv import CVConfig, split
 from mlmesh_training.entities import Dataset, Model
@@ -280,19 +287,7 @@ class Catalog:
                 "dataset.feature_ids must name at least one dataset", reason="MISSING_FEATURES"
             )
         found = await self._store.get_datasets([i for i in ids if is_uuid(i)])
-        foreign = [i for i in ids if i in found and found[i].tenant != tenant]
-        if foreign:
-            raise PermissionDenied(
-                f"datasets belong to another tenant: {', '.join(foreign)}",
-                reason="TENANT_MISMATCH",
-            )
-        missing = [i for i in ids if i not in found]
-        if missing:
-            raise NotFound(
-                f"datasets not found: {', '.join(missing)}",
-                reason="DATASET_NOT_FOUND",
-                metadata={"dataset_ids": ",".join(missing)},
-            )
+        check_all_owned(found, ids, tenant, "dataset")
         return [found[i] for i in ids]
 
 

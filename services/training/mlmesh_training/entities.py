@@ -5,25 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from mlmesh.training.v1 import dataset_pb2, model_pb2, task_pb2
+from mlmesh_common.values import struct, timestamp
 
 TASK_STATUSES = ("PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 TASK_DONE = ("SUCCEEDED", "FAILED", "CANCELLED")
-
-
-def timestamp(epoch_ms: int) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromMilliseconds(epoch_ms)
-    return stamp
-
-
-def struct(values: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(values)
-    return message
 
 
 @dataclass

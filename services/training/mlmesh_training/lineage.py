@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -28,6 +27,7 @@ from mlmesh.experiments.v1 import (
 )
 from mlmesh_common.errors import DomainError, Unavailable
 from mlmesh_common.tenancy import DEFAULT_TENANT, TENANT_HEADER
+from mlmesh_common.values import struct
 from mlmesh_training.engine import CVResult
 
 TENANT_TAG = "mlmesh.tenant"
@@ -261,8 +261,7 @@ class ExperimentsRecorder:
         )
 
     async def record(self, tenant: str, fields: dict[str, Any]) -> str:
-        parameters = struct_pb2.Struct()
-        parameters.update(fields.pop("parameters", {}))
+        parameters = struct(fields.pop("parameters", {}))
         experiment = experiment_pb2.Experiment(parameters=parameters, **fields)
         try:
             created = await self._stub.CreateExperiment(

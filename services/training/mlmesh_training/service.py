@@ -4,20 +4,16 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from mlmesh_common.artifacts import ArtifactStore
+from mlmesh_common.resources import now_ms
 from mlmesh_training.catalog import Catalog
 from mlmesh_training.jobs import Jobs
 from mlmesh_training.lineage import ExperimentsRecorder, MlflowRecorder
 from mlmesh_training.storage.base import TrainingStore
 from mlmesh_training.tasks import TaskRunner
 from mlmesh_training.tuning import Tuner
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class TrainingService:

@@ -12,10 +12,10 @@ from mlmesh.training.v1 import task_pb2, training_service_pb2_grpc
 from mlmesh.training.v1 import training_service_pb2 as pb
 from mlmesh_common.http import answer_instead
 from mlmesh_common.tenancy import tenant_of
+from mlmesh_common.values import struct, timestamp
 from mlmesh_training import datasets as ds
 from mlmesh_training.catalog import DatasetSpec
 from mlmesh_training.cv import CVConfig
-from mlmesh_training.entities import struct, timestamp
 from mlmesh_training.jobs import (
     AutoMLResult,
     AutoMLSpec,
