@@ -15,11 +15,16 @@ SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()[
 
 setup: install protos ui
 
+# The services depend on mlmesh-api (protos/pyproject.toml), the stubs tools/gen_protos.py
+# writes to gen/python: the tools come first, then the stubs, then the editable installs (and
+# the path file that put gen/python on sys.path before mlmesh-api goes).
 install: $(STAMP)
-$(STAMP): constraints.txt requirements-dev.txt $(addsuffix /pyproject.toml,$(SERVICES))
+$(STAMP): constraints.txt requirements-dev.txt protos/pyproject.toml $(addsuffix /pyproject.toml,$(SERVICES))
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt $(addprefix -e ,$(SERVICES))
-	echo "$(CURDIR)/gen/python" > $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlmesh-gen.pth
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -r requirements-dev.txt
+	$(PY) tools/gen_protos.py
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e protos $(addprefix -e ,$(SERVICES))
+	rm -f $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mlmesh-gen.pth
 	touch $@
 
 # Python + .pyi stubs, the Envoy descriptor set and the OpenAPI document, all from protos/.
@@ -98,4 +103,4 @@ clean:
 # as its image does and loaded by envoy --mode validate, pod policy); Dockerfiles linted.
 k8s-validate: protos
 	$(PY) deploy/k8s/validate.py
-	$(BIN)/hadolint services/tracking/Dockerfile services/experiments/Dockerfile services/training/Dockerfile gateway/Dockerfile
+	$(BIN)/hadolint services/Dockerfile gateway/Dockerfile
