@@ -1,0 +1,108 @@
+"""The training service's store in process memory: the reference behaviour of the interface,
+for tests and throwaway runs. No method awaits, so each is atomic on the event loop; entities
+are copied in and out, so that a caller never holds the stored object."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+from mlmesh_training.entities import Dataset, Model, Task
+from mlmesh_training.storage.base import TrainingStore
+
+
+def _newest_first(items: list[Any]) -> list[Any]:
+    return sorted(items, key=lambda item: (item.created_at, item.id), reverse=True)
+
+
+def _page(
+    items: dict[str, Any], tenant: str, filters: dict[str, Any], offset: int, limit: int
+) -> tuple[list[Any], int]:
+    matches = [
+        item
+        for item in items.values()
+        if item.tenant == tenant and all(getattr(item, k) == v for k, v in filters.items() if v)
+    ]
+    ordered = _newest_first(matches)
+    return [copy.deepcopy(item) for item in ordered[offset : offset + limit]], len(ordered)
+
+
+class InMemoryTrainingStore(TrainingStore):
+    def __init__(self) -> None:
+        self._models: dict[str, Model] = {}
+        self._datasets: dict[str, Dataset] = {}
+        self._tasks: dict[str, Task] = {}
+
+    async def close(self) -> None:
+        return None
+
+    # --- models --------------------------------------------------------------------------
+
+    async def create_model(self, model: Model) -> None:
+        self._models[model.id] = copy.deepcopy(model)
+
+    async def get_model(self, model_id: str) -> Model | None:
+        return copy.deepcopy(self._models.get(model_id))
+
+    async def list_models(self, tenant, family, offset, limit):
+        return _page(self._models, tenant, {"family": family}, offset, limit)
+
+    async def update_model(self, model_id: str, version: int, changes: dict[str, Any]) -> bool:
+        model = self._models.get(model_id)
+        if model is None or model.version != version:
+            return False
+        for name, value in {**copy.deepcopy(changes), "version": version + 1}.items():
+            setattr(model, name, value)
+        return True
+
+    async def delete_model(self, model_id: str) -> None:
+        self._models.pop(model_id, None)
+
+    # --- datasets ------------------------------------------------------------------------
+
+    async def create_dataset(self, dataset: Dataset) -> Dataset:
+        for stored in self._datasets.values():
+            if stored.tenant == dataset.tenant and stored.version_hash == dataset.version_hash:
+                return copy.deepcopy(stored)
+        self._datasets[dataset.id] = copy.deepcopy(dataset)
+        return dataset
+
+    async def get_datasets(self, ids: Sequence[str]) -> dict[str, Dataset]:
+        return {i: copy.deepcopy(self._datasets[i]) for i in ids if i in self._datasets}
+
+    async def find_bars(self, tenant: str, symbol: str, timeframe: str) -> Dataset | None:
+        bars = [
+            d
+            for d in self._datasets.values()
+            if (d.tenant, d.kind, d.symbol, d.timeframe) == (tenant, "bars", symbol, timeframe)
+        ]
+        return copy.deepcopy(_newest_first(bars)[0]) if bars else None
+
+    async def list_datasets(self, tenant, filters, offset, limit):
+        return _page(self._datasets, tenant, filters, offset, limit)
+
+    async def delete_dataset(self, dataset_id: str) -> None:
+        self._datasets.pop(dataset_id, None)
+
+    # --- tasks ---------------------------------------------------------------------------
+
+    async def create_task(self, task: Task) -> None:
+        self._tasks[task.id] = copy.deepcopy(task)
+
+    async def get_task(self, task_id: str) -> Task | None:
+        return copy.deepcopy(self._tasks.get(task_id))
+
+    async def list_tasks(self, tenant, filters, offset, limit):
+        return _page(self._tasks, tenant, filters, offset, limit)
+
+    async def update_task(self, task_id, changes, only_if_status=()) -> bool:
+        task = self._tasks.get(task_id)
+        if task is None or (only_if_status and task.status not in only_if_status):
+            return False
+        for name, value in copy.deepcopy(changes).items():
+            setattr(task, name, value)
+        return True
+
+    async def tasks_with_status(self, statuses: Sequence[str]) -> list[Task]:
+        return [copy.deepcopy(t) for t in self._tasks.values() if t.status in statuses]
