@@ -15,14 +15,7 @@ from mlmesh_experiments.storage.memory import InMemoryExperimentStore
 from mlmesh_experiments.storage.migrate import migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
 from tests.helpers.gateway import start_gateway
-
-
-def registry_url(request, backend: str, directory) -> str:
-    """A new, empty registry database: a SQLite file in `directory`, or a PostgreSQL database."""
-    if backend == "sqlite":
-        return f"sqlite+aiosqlite:///{directory / 'registry.db'}"
-    postgres = request.getfixturevalue("postgres")
-    return postgres.create_database(f"registry_{uuid.uuid4().hex[:8]}").url("asyncpg")
+from tests.helpers.postgres import backend_url
 
 
 @pytest.fixture(scope="session", params=["memory", "sqlite", "postgresql"])
@@ -30,7 +23,8 @@ async def store(request, tmp_path_factory):
     if request.param == "memory":
         store = InMemoryExperimentStore()
     else:
-        engine = create_engine(registry_url(request, request.param, tmp_path_factory.mktemp("db")))
+        directory = tmp_path_factory.mktemp("db")
+        engine = create_engine(backend_url(request, request.param, directory, "registry"))
         await migrate(engine)
         store = SqlExperimentStore(engine)
     yield store

@@ -14,14 +14,14 @@ from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.base import HistoryQuery
 from mlmesh_experiments.storage.migrate import MIGRATIONS, migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
-from tests.experiments.conftest import registry_url
+from tests.helpers.postgres import backend_url
 
 DETAIL_TABLES = ("run_tags", "run_params", "latest_metrics", "metric_history", "artifacts")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request, tmp_path):
-    engine = create_engine(registry_url(request, request.param, tmp_path))
+    engine = create_engine(backend_url(request, request.param, tmp_path, "registry"))
     yield engine
     await engine.dispose()
 

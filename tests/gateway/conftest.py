@@ -20,7 +20,7 @@ from gateway.descriptors import load_descriptor_set
 from mlmesh_common.errors import NotFound, TooLittleData
 from mlmesh_common.server import ServiceBinding, build_server
 from mlmesh_common.tenancy import tenant_of
-from tests.helpers.gateway import start_gateway
+from tests.helpers.gateway import gateway_for
 from tests.helpers.net import free_port
 from tools.gen_protos import compile_protos
 
@@ -137,18 +137,6 @@ def widget_server(compiled):
     server = BackgroundServer(binding).start()
     yield server
     server.stop()
-
-
-def gateway_for(compiled, workdir, upstream, **overrides):
-    # No web UI unless a test brings one: `/` and unknown paths stay the gateway's 404.
-    overrides.setdefault("ui_dir", workdir / "no-ui")
-    return start_gateway(
-        workdir,
-        {"gatewaytest": upstream},
-        descriptor=compiled.descriptor,
-        openapi=compiled.openapi,
-        **overrides,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.gateway.conftest import gateway_for
+from tests.helpers.gateway import gateway_for
 
 ISSUER = "https://auth.mlmesh.test"
 WIDGETS = "/api/v1/widgets"

@@ -16,7 +16,7 @@ import grpc
 import pytest
 import requests
 
-from tests.gateway.conftest import gateway_for
+from tests.helpers.gateway import gateway_for
 from tests.helpers.net import free_port, wait_for_http
 
 WIDGETS = "/api/v1/widgets"

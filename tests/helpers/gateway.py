@@ -112,3 +112,17 @@ def start_gateway(
         gateway.stop()
         raise RuntimeError(f"envoy did not start: {error}\n{gateway.log_tail()}") from None
     return gateway
+
+
+def gateway_for(compiled: Any, workdir: Path, upstream: str, **overrides: Any) -> Gateway:
+    """The gateway of the test-only service (tests/gateway/protos): `compiled` carries its
+    descriptor set and OpenAPI document, `upstream` its address. No web UI unless a test
+    brings one: `/` and unknown paths stay the gateway's 404."""
+    overrides.setdefault("ui_dir", workdir / "no-ui")
+    return start_gateway(
+        workdir,
+        {"gatewaytest": upstream},
+        descriptor=compiled.descriptor,
+        openapi=compiled.openapi,
+        **overrides,
+    )

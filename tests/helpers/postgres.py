@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -315,3 +316,12 @@ def _tail(path: Path, lines: int = 30) -> str:
     except OSError:
         return ""
     return "\n--- server log (tail) ---\n" + "\n".join(text.splitlines()[-lines:])
+
+
+def backend_url(request, backend: str, directory: Path, name: str) -> str:
+    """A new, empty database for a store test parametrized over backends: a SQLite file in
+    `directory`, or a PostgreSQL database on the session's cluster (the `postgres` fixture)."""
+    if backend == "sqlite":
+        return f"sqlite+aiosqlite:///{directory / f'{name}.db'}"
+    postgres = request.getfixturevalue("postgres")
+    return postgres.create_database(f"{name}_{uuid.uuid4().hex[:8]}").url("asyncpg")

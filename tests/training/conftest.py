@@ -3,42 +3,15 @@ experiments service), behind the real Envoy gateway, with S&P 500 demo uploads."
 
 from __future__ import annotations
 
-import io
 import uuid
 
 import pytest
-import requests
 
 from tests.helpers.gateway import start_gateway
 from tests.helpers.net import free_port
 from tests.helpers.rest import Client
 from tests.helpers.services import ServiceProcess
-from tests.training.data import sp500_bars, sp500_features
-
-ROWS = 600
-
-
-def bars_csv(rows: int = ROWS) -> bytes:
-    return sp500_bars(rows).to_csv().encode()
-
-
-def features_csv(rows: int = ROWS) -> bytes:
-    X, _ = sp500_features(rows)
-    buffer = io.StringIO()
-    X.to_csv(buffer)
-    return buffer.getvalue().encode()
-
-
-def training_env(postgres, mlflow_server, registry_process, root) -> dict[str, str]:
-    database = postgres.create_database(f"training_{uuid.uuid4().hex[:8]}")
-    return {
-        "MLMESH_TRAINING_DATABASE_URL": database.url("asyncpg"),
-        "MLMESH_ARTIFACT_URI": f"file://{root / 'artifacts'}",
-        "MLFLOW_TRACKING_URI": mlflow_server.url,
-        "MLMESH_EXPERIMENTS_UPSTREAM": registry_process.address,
-        "MLMESH_TRAINING_RAY_NUM_CPUS": "2",
-        "MLMESH_GIT_COMMIT": "0123abcd",
-    }
+from tests.helpers.training import bars_csv, features_csv, training_env, upload
 
 
 @pytest.fixture(scope="session")
@@ -73,12 +46,6 @@ def tenant() -> str:
 @pytest.fixture
 def api(training_gateway, tenant) -> Client:
     return Client(training_gateway.base_url, tenant)
-
-
-def upload(api: Client, data: bytes, **params) -> requests.Response:
-    return api(
-        "POST", "/api/v1/datasets", params=params, files={"file": ("table.csv", data, "text/csv")}
-    )
 
 
 @pytest.fixture

@@ -17,15 +17,17 @@ from mlmesh_training import datasets as ds
 from mlmesh_training.cv import CVConfig, split
 from mlmesh_training.plugins import get_plugin
 from tests.helpers.rest import Client
-from tests.training.conftest import bars_csv, features_csv, upload
-from tests.training.data import sp500_bars, sp500_features
+from tests.helpers.training import (
+    bars_csv,
+    features_csv,
+    reason,
+    sp500_bars,
+    sp500_features,
+    upload,
+)
 
 MODELS, DATASETS, TASKS = "/api/v1/models", "/api/v1/datasets", "/api/v1/tasks"
 FAST_PARAMS = {"n_estimators": 20, "max_depth": 3}
-
-
-def reason(response) -> str:
-    return response.json()["details"][0]["reason"]
 
 
 def create_model(api, **body) -> dict:

@@ -21,7 +21,7 @@ from mlmesh_training.plugins import (
     plugins_of_family,
 )
 from mlmesh_training.plugins.base import pack_artifact
-from tests.training.data import train_test_split
+from tests.helpers.training import train_test_split
 
 KEYS = [
     "dl.lstm",

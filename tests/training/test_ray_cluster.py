@@ -21,9 +21,9 @@ from mlmesh.training.v1 import model_pb2, task_pb2, training_service_pb2_grpc
 from mlmesh.training.v1 import training_service_pb2 as pb
 from tests.helpers.net import free_port
 from tests.helpers.services import ServiceProcess
-from tests.training.conftest import bars_csv, features_csv, training_env
-from tests.training.test_restart import TENANT, upload
+from tests.helpers.training import bars_csv, features_csv, training_env, upload_grpc
 
+TENANT = [("x-tenant-id", "ray-cluster")]
 RAY = str(Path(sys.executable).parent / "ray")
 # Token authentication, as a deployed cluster has it (one token per test run), and dead nodes
 # noticed in seconds rather than the default half minute.
@@ -148,8 +148,8 @@ def test_folds_and_trials_run_on_the_worker_node_and_survive_its_loss(
     try:
         with grpc.insecure_channel(service.address) as channel:
             stub = training_service_pb2_grpc.TrainingServiceStub(channel)
-            upload(stub, "bars", bars_csv())
-            features = upload(stub, "features", features_csv())
+            upload_grpc(stub, "bars", bars_csv(), TENANT)
+            features = upload_grpc(stub, "features", features_csv(), TENANT)
             dataset = pb.DatasetSpec(feature_ids=[features], symbol="SPX")
             cv = pb.CVConfig(method="expanding", n_splits=4, test_size=0.1)
 

@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import pytest
-from google.api import httpbody_pb2
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 
@@ -20,7 +19,7 @@ from mlmesh.training.v1 import model_pb2, task_pb2, training_service_pb2_grpc
 from mlmesh.training.v1 import training_service_pb2 as pb
 from tests.helpers.net import free_port
 from tests.helpers.services import ServiceProcess
-from tests.training.conftest import bars_csv, features_csv, training_env
+from tests.helpers.training import bars_csv, features_csv, training_env, upload_grpc
 
 TENANT = [("x-tenant-id", "restart")]
 
@@ -38,19 +37,10 @@ def serving(env, root, port) -> Iterator[tuple[ServiceProcess, Any]]:
         process.stop()
 
 
-def upload(stub, kind: str, data: bytes) -> str:
-    request = pb.CreateDatasetRequest(
-        kind=kind,
-        symbol="SPX",
-        upload=httpbody_pb2.HttpBody(content_type="text/csv", data=data),
-    )
-    return stub.CreateDataset(request, metadata=TENANT).id
-
-
 def upload_spx(stub) -> str:
     """SPX bars and features; the features' dataset id."""
-    upload(stub, "bars", bars_csv())
-    return upload(stub, "features", features_csv())
+    upload_grpc(stub, "bars", bars_csv(), TENANT)
+    return upload_grpc(stub, "features", features_csv(), TENANT)
 
 
 def wait_for(stub, task_id: str, what: str, timeout_s: float, reached: Callable[[Any], bool]):

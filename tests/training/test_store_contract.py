@@ -13,6 +13,7 @@ from mlmesh_training.entities import Dataset, Model, Task
 from mlmesh_training.storage.memory import InMemoryTrainingStore
 from mlmesh_training.storage.migrate import migrate
 from mlmesh_training.storage.sql import SqlTrainingStore
+from tests.helpers.postgres import backend_url
 
 
 @pytest.fixture(scope="module", params=["memory", "sqlite", "postgresql"])
@@ -20,12 +21,8 @@ async def store(request, tmp_path_factory):
     if request.param == "memory":
         store = InMemoryTrainingStore()
     else:
-        if request.param == "sqlite":
-            url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'training.db'}"
-        else:
-            postgres = request.getfixturevalue("postgres")
-            url = postgres.create_database(f"training_{uuid.uuid4().hex[:8]}").url("asyncpg")
-        engine = create_engine(url)
+        directory = tmp_path_factory.mktemp("db")
+        engine = create_engine(backend_url(request, request.param, directory, "training"))
         await migrate(engine)
         store = SqlTrainingStore(engine)
     yield store

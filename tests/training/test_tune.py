@@ -15,8 +15,7 @@ from sklearn.metrics import mean_squared_error
 from mlmesh_training import datasets as ds
 from mlmesh_training.cv import CVConfig, split
 from mlmesh_training.plugins import get_plugin
-from tests.training.data import sp500_bars, sp500_features
-from tests.training.test_api import reason
+from tests.helpers.training import reason, sp500_bars, sp500_features
 
 TUNE, AUTOML, TASKS = "/api/v1/models/tune", "/api/v1/models/automl", "/api/v1/tasks"
 CV = {"method": "expanding", "n_splits": 4, "test_size": 0.1}
