@@ -117,18 +117,23 @@ async def test_a_returned_entity_is_a_copy(store, tenant):
     assert (await store.get_model(m.id)).name == "m1"
 
 
-async def test_datasets_dedup_by_content_within_a_tenant(store, tenant):
-    first = dataset(tenant, 1, version_hash="h" * 64)
-    assert await store.create_dataset(first) == first
-    again = await store.create_dataset(dataset(tenant, 2, version_hash="h" * 64))
-    assert again == first
-    elsewhere = dataset("other-" + tenant, 3, version_hash="h" * 64)
-    assert await store.create_dataset(elsewhere) == elsewhere
+async def test_datasets_dedup_by_content_and_metadata_within_a_tenant(store, tenant):
+    first = dataset(tenant, 1, version_hash="h" * 64, name="spx")
+    assert await store.create_dataset(first) == (first, True)
+    again = dataset(tenant, 2, version_hash="h" * 64, name="spx")
+    assert await store.create_dataset(again) == (first, False)
+    for other in (
+        dataset("other-" + tenant, 3, version_hash="h" * 64, name="spx"),
+        dataset(tenant, 4, version_hash="h" * 64, name="spx", kind="bars"),
+        dataset(tenant, 5, version_hash="h" * 64, name="spx", timeframe="1h"),
+        dataset(tenant, 6, version_hash="h" * 64, name="another name"),
+    ):
+        assert await store.create_dataset(other) == (other, True)
     missing = str(uuid.uuid4())
     assert await store.get_datasets([first.id, missing]) == {first.id: first}
     assert await store.get_datasets([]) == {}
-    listed, total = await store.list_datasets(tenant, {"symbol": "SPX", "kind": ""}, 0, 10)
-    assert (total, listed) == (1, [first])
+    listed, total = await store.list_datasets(tenant, {"symbol": "SPX", "kind": "features"}, 0, 10)
+    assert total == 3 and [d.created_at for d in listed] == [6, 5, 1]
 
 
 async def test_the_newest_bars_of_a_symbol_and_timeframe(store, tenant):

@@ -11,6 +11,9 @@ from typing import Any
 from mlmesh_training.entities import Dataset, Model, Task
 from mlmesh_training.storage.base import TrainingStore
 
+# What makes two uploads one dataset: the tenant, the content and the metadata.
+_DATASET_IDENTITY = ("tenant", "version_hash", "kind", "symbol", "timeframe", "name")
+
 
 def _newest_first(items: list[Any]) -> list[Any]:
     return sorted(items, key=lambda item: (item.created_at, item.id), reverse=True)
@@ -61,12 +64,13 @@ class InMemoryTrainingStore(TrainingStore):
 
     # --- datasets ------------------------------------------------------------------------
 
-    async def create_dataset(self, dataset: Dataset) -> Dataset:
+    async def create_dataset(self, dataset: Dataset) -> tuple[Dataset, bool]:
+        identity = [getattr(dataset, name) for name in _DATASET_IDENTITY]
         for stored in self._datasets.values():
-            if stored.tenant == dataset.tenant and stored.version_hash == dataset.version_hash:
-                return copy.deepcopy(stored)
+            if [getattr(stored, name) for name in _DATASET_IDENTITY] == identity:
+                return copy.deepcopy(stored), False
         self._datasets[dataset.id] = copy.deepcopy(dataset)
-        return dataset
+        return dataset, True
 
     async def get_datasets(self, ids: Sequence[str]) -> dict[str, Dataset]:
         return {i: copy.deepcopy(self._datasets[i]) for i in ids if i in self._datasets}
