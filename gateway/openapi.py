@@ -476,6 +476,11 @@ class _Builder:
                 }
             }
         responses[status] = success
+        for code in declared.instead:
+            responses[str(code)] = {
+                "description": _STATUS_DESCRIPTIONS[str(code)],
+                "content": content,
+            }
         return responses
 
     # Document
