@@ -15,7 +15,7 @@ from mlmesh_common.db import create_engine
 from mlmesh_experiments.storage.base import HistoryQuery
 from mlmesh_experiments.storage.migrate import migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
-from tests.experiments.conftest import registry_url
+from tests.helpers.postgres import backend_url
 
 N = 1_000_000
 SPIKE = 654_321
@@ -40,7 +40,8 @@ GENERATE = {
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 async def spiky(request, tmp_path_factory):
-    engine = create_engine(registry_url(request, request.param, tmp_path_factory.mktemp("h")))
+    directory = tmp_path_factory.mktemp("h")
+    engine = create_engine(backend_url(request, request.param, directory, "registry"))
     await migrate(engine)
     run_id = str(uuid.uuid4())
     # The points go in by SQL: a million through log-batch would only slow the test down.

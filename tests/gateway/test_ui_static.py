@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from tests.gateway.conftest import gateway_for
+from tests.helpers.gateway import gateway_for
 
 INDEX = b'<!doctype html><div id="root"></div><script src="/assets/index-abc123.js"></script>'
 SCRIPT = b"console.log('mlmesh');\n" * 2000  # larger than Envoy's default 4 KiB direct response
