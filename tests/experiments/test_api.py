@@ -324,3 +324,31 @@ def test_grpc_and_rest_agree(api, registry_process, tenant):
         with pytest.raises(grpc.RpcError) as failure:
             stub.GetRun(pb.GetRunRequest(run_id=run["id"]))
         assert failure.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_nul_character_in_any_text_is_a_400_that_writes_nothing(api):
+    """PostgreSQL cannot store U+0000: refused before any store sees it, on every backend."""
+    experiment = create_experiment(api, name=f"nul-{uuid.uuid4().hex[:6]}")
+    run = create_run(api, experiment["id"])
+    cases = [
+        ("POST", API, {"name": "nul-never", "dataset_version": "v\x00"}),
+        ("POST", API, {"name": "nul-never", "parameters": {"nested": ["ok", "bad\x00"]}}),
+        ("POST", API, {"name": "nul-never", "tags": {"k\x00": "v"}}),
+        ("PATCH", f"{API}/{experiment['id']}", {"description": "a\x00b"}),
+        ("POST", f"{API}/runs", {"experiment_id": experiment["id"], "name": "r\x00"}),
+        ("POST", f"{API}/runs/{run['id']}/log-params", {"params": {"p": "\x00"}}),
+        ("POST", f"{API}/runs/{run['id']}/log-batch", {"metrics": [{"key": "m\x00", "value": 1}]}),
+        (
+            "GET",
+            f"{API}/runs?experiment_id={experiment['id']}&filter=tags.a%20%3D%20%27%00%27",
+            None,
+        ),
+    ]
+    for method, path, body in cases:
+        response = api(method, path, json=body)
+        assert response.status_code == 400, (path, body, response.text)
+    assert api("GET", API, params={"search": "nul-never"}).json()["total"] == 0
+    stored = api("GET", f"{API}/runs/{run['id']}").json()
+    assert stored["params"] == {} and stored["metrics"] == {}
+    runs = api("GET", f"{API}/runs", params={"experiment_id": experiment["id"]}).json()
+    assert runs["total"] == 1

@@ -422,3 +422,16 @@ def test_a_dataset_stored_before_content_addressing_still_reads(api, tenant, tra
     preview = api("GET", f"{DATASETS}/{dataset['id']}/preview", params={"rows": 2})
     assert preview.status_code == 200, preview.text
     assert len(preview.json()["rows"]) == 2
+
+
+def test_a_nul_character_in_model_or_dataset_text_is_a_400(api):
+    for body in (
+        {"name": "m\x00", "model_type": "random_forest"},
+        {"name": "m", "model_type": "random_forest", "parameters": {"criterion": "x\x00"}},
+    ):
+        response = api("POST", MODELS, json=body)
+        assert response.status_code == 400 and reason(response) == "INVALID_CHARACTER"
+    refused = upload(api, bars_csv(40), kind="bars", symbol="NUL", name="a\x00b")
+    assert refused.status_code == 400 and reason(refused) == "INVALID_CHARACTER"
+    assert api("GET", MODELS).json()["models"] == []
+    assert api("GET", DATASETS).json()["total"] == 0

@@ -12,6 +12,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.search_utils import SearchUtils
 
 from mlmesh_common.errors import InvalidArgument
+from mlmesh_common.text import check_no_nul
 from mlmesh_experiments.entities import RUN_STATUSES
 from mlmesh_experiments.storage.base import Clause, Order
 
@@ -40,6 +41,7 @@ def generated_name() -> str:
 
 
 def check_text(value: str, limit: int, field: str) -> None:
+    check_no_nul(value, field)
     if len(value) > limit:
         raise InvalidArgument(
             f"{field} is {len(value)} characters long; the limit is {limit}",
@@ -79,6 +81,8 @@ def parse_run_filter(text: str) -> tuple[Clause, ...]:
     costs more than running the search, and dashboards repeat the same filters."""
     if not text.strip():
         return ()
+    if "\x00" in text:
+        raise _bad_filter("the filter contains a NUL character")
     try:
         parsed = SearchUtils.parse_search_filter(text)
     except MlflowException as exc:

@@ -27,6 +27,7 @@ from mlmesh_common.resources import (
     page,
     page_window,
 )
+from mlmesh_common.text import check_no_nul
 from mlmesh_experiments import domain, overfitting
 from mlmesh_experiments.entities import (
     ACTIVE,
@@ -102,6 +103,7 @@ def _check_experiment_fields(fields: dict[str, Any]) -> None:
         domain.check_key(key, "metric")
     for key in fields.get("parameters", {}):
         domain.check_key(key, "parameter")
+    check_no_nul(fields.get("parameters", {}), "parameters")
 
 
 class ExperimentsService:

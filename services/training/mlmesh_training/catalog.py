@@ -22,6 +22,7 @@ from mlmesh_common.resources import (
     page,
     page_window,
 )
+from mlmesh_common.text import check_no_nul
 from mlmesh_training import datasets as ds
 from mlmesh_training.cv import CVConfig, split
 from mlmesh_training.entities import Dataset, Model
@@ -81,6 +82,7 @@ class Catalog:
     ) -> Model:
         if not name.strip() or len(name) > 255:
             raise InvalidArgument("name must be 1..255 characters", reason="INVALID_NAME")
+        check_no_nul({"name": name, "parameters": parameters}, "model")
         plugin = _plugin_for(model_type, family)
         plugin.check_params(parameters)
         now = self._clock()
@@ -129,6 +131,7 @@ class Catalog:
                 metadata={"current_version": str(model.version)},
             )
         changes: dict[str, Any] = {"updated_at": self._clock()}
+        check_no_nul({"name": name, "parameters": parameters}, "model")
         if name:
             if len(name) > 255:
                 raise InvalidArgument("name must be 1..255 characters", reason="INVALID_NAME")
@@ -161,10 +164,12 @@ class Catalog:
         metadata and False."""
         if not symbol or len(symbol) > 64:
             raise InvalidArgument("symbol must be 1..64 characters", reason="INVALID_SYMBOL")
+        check_no_nul({"name": name, "symbol": symbol, "timeframe": timeframe}, "dataset")
         timeframe = timeframe or "1d"
         # Multipart with a `file` part, or the raw body (artifact_path names the table).
         _, data = parse_upload(content_type, body, "upload")
         frame = ds.parse_table(data, kind)
+        check_no_nul([str(column) for column in frame.columns], "columns")
         version_hash = hashlib.sha256(data).hexdigest()
         # Content-addressed: datasets of one content and kind share the table, and an upload
         # that turns out to be an existing dataset rewrites the same file, leaving no orphan.
