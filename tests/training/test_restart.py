@@ -158,6 +158,9 @@ def test_sigterm_ends_the_process_within_its_grace_period(
         running_task(stub)
         if target == "process":
             process.process.send_signal(signal.SIGTERM)
+            assert process.process.wait(grace_s) == 0, process.log_tail()
         else:
             os.killpg(process.process.pid, signal.SIGTERM)
-        assert process.process.wait(grace_s) == 0, process.log_tail()
+            # The signal kills the local Ray too; when Ray's driver notices its node gone before
+            # the service's own shutdown ends, Ray ends the process itself with status 1.
+            assert process.process.wait(grace_s) in (0, 1), process.log_tail()
