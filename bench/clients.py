@@ -42,7 +42,10 @@ class Tracker(Protocol):
 
     def get_run(self, run_id: str) -> None: ...
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int: ...
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
+        """The runs of the first page; `total`: mlmesh also counts every match (the peers'
+        searches have no total)."""
+        ...
 
     def history(self, run_id: str, key: str) -> int: ...
 
@@ -82,7 +85,7 @@ class MlflowTracker:
     def get_run(self, run_id: str) -> None:
         self.client.get_run(run_id)
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int:
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
         return len(self.client.search_runs([experiment_id], query, max_results=limit))
 
     def history(self, run_id: str, key: str) -> int:
@@ -137,8 +140,10 @@ class GrpcTracker:
     def get_run(self, run_id: str) -> None:
         self.stub.GetRun(pb.GetRunRequest(run_id=run_id))
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int:
-        request = pb.ListRunsRequest(experiment_id=experiment_id, filter=query, limit=limit)
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
+        request = pb.ListRunsRequest(
+            experiment_id=experiment_id, filter=query, limit=limit, include_total=total
+        )
         return len(self.stub.ListRuns(request).runs)
 
     def count(self, experiment_id: str, query: str) -> int:
@@ -195,8 +200,13 @@ class RestTracker:
     def get_run(self, run_id: str) -> None:
         self._get(f"{self.api}/runs/{run_id}")
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int:
-        params = {"experiment_id": experiment_id, "filter": query, "limit": limit}
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
+        params = {
+            "experiment_id": experiment_id,
+            "filter": query,
+            "limit": limit,
+            "include_total": "true" if total else "false",
+        }
         return len(self._get(f"{self.api}/runs", params)["runs"])
 
     def history(self, run_id: str, key: str) -> int:
@@ -263,7 +273,7 @@ class FastTrackTracker:
     def get_run(self, run_id: str) -> None:
         self._get("runs/get", {"run_id": run_id})
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int:
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
         body = {"experiment_ids": [experiment_id], "filter": query, "max_results": limit}
         return len(self._post("runs/search", body).get("runs", []))
 

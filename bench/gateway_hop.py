@@ -207,7 +207,9 @@ def _render(results: dict[str, dict[str, list[float]]], load: float, calls: int)
         "per variant, all running at once: the production config less one part, and the "
         "gRPC stub straight to the service as the floor. Each variant takes "
         f"{calls} calls in each of {ROUNDS} rounds, in turn; p50 (p95) in ms, one keep-alive "
-        f"client. Load average before the run: {load:.2f} (2 cores shared with other work: "
+        f"client. Get run: 20 params, 20 tags, 50 metrics; search: {SEARCH_RUNS:,} runs, tag + "
+        f"metric filter, {SEARCH_LIMIT} returned, `include_total=false`. Load average before "
+        f"the run: {load:.2f} (2 cores shared with other work: "
         "differences under ~0.1 ms are noise).",
         "",
         "| Variant | get run | vs shipped | search | vs shipped |",

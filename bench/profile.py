@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
         operations = {
             "get run (20 params, 20 tags, 50 metrics)": lambda: grpc.get_run(run_id),
-            "search 5,000 runs, 100 returned": lambda: grpc.search(
+            "search 5,000 runs, 100 returned, include_total=false": lambda: grpc.search(
                 search_experiment, SEARCH_FILTER, SEARCH_LIMIT
             ),
             "log-batch, 1,000 points": log_batch,

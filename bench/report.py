@@ -328,9 +328,10 @@ def _notes(checks: list[tuple[Target, float, bool]], sizes: Sizes, env: Environm
         "the harness checks that every system matches the same runs before timing. "
         "FastTrackML's is seeded through its REST API, mlmesh's through its gRPC API. Every "
         "database gets VACUUM ANALYZE before the reads.",
-        "mlmesh's search answers with the exact `total` of matching runs (a count over every "
-        "match, run beside the page's query on a second connection); MLflow's search returns "
-        "no total, only a page token.",
+        "MLflow's and FastTrackML's searches return no total, only a page token; so the "
+        "search row asks mlmesh for none either (`include_total=false`). The next row asks "
+        "for the contract's default, the exact `total` of matching runs (a count over every "
+        "match, run beside the page's query on a second connection).",
         "Numbers move by several percent between runs; compare the ratios within one run.",
     ]
     return "## Notes\n\n" + "\n".join(f"- {note}" for note in notes)

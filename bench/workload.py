@@ -71,6 +71,8 @@ class Systems:
     mlmesh_database_url: str
     meter: CpuMeter
     clients: dict[str, Tracker] = dataclasses.field(default_factory=dict)
+    # The search benchmark's experiment in each system, for the search rows.
+    search_experiments: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.clients = {client: self.factories[client]() for client in CLIENTS}
@@ -105,6 +107,7 @@ def run_workload(systems: Systems, sizes: Sizes) -> list[Row]:
         bench_log_metric,
         bench_get_run,
         bench_search,
+        bench_search_total,
         bench_history,
         bench_concurrent,
     )
@@ -192,12 +195,24 @@ def bench_search(systems: Systems, sizes: Sizes) -> Row:
     experiments["rest"] = experiments["grpc"]
     _check_same_matches(systems, experiments)
     settle(systems.database_urls())
+    systems.search_experiments = experiments
     calls = {
         client: _bind_search(tracker, experiments[client], SEARCH_LIMIT)
         for client, tracker in systems.trackers().items()
     }
     title = f"search {len(runs):,} runs, tag + metric filter, {SEARCH_LIMIT} returned"
     return _measure(systems, "search", title, calls, sizes.search)
+
+
+def bench_search_total(systems: Systems, sizes: Sizes) -> Row:
+    """The same search, mlmesh also counting every match for the exact `total` (the
+    contract's default); MLflow and FastTrackML have no total and run the same search."""
+    calls = {
+        client: _bind_search(tracker, systems.search_experiments[client], SEARCH_LIMIT, True)
+        for client, tracker in systems.trackers().items()
+    }
+    title = f"search {sizes.search_runs:,} runs as above, mlmesh with the exact total"
+    return _measure(systems, "search_total", title, calls, sizes.search)
 
 
 def _check_same_matches(systems: Systems, experiments: dict[str, str]) -> None:
@@ -212,9 +227,11 @@ def _check_same_matches(systems: Systems, experiments: dict[str, str]) -> None:
     print(f"  the search filter matches {found['mlflow']:,} runs in every system")
 
 
-def _bind_search(tracker: Tracker, experiment_id: str, limit: int) -> Callable[[int], object]:
+def _bind_search(
+    tracker: Tracker, experiment_id: str, limit: int, total: bool = False
+) -> Callable[[int], object]:
     def search(_: int) -> None:
-        found = tracker.search(experiment_id, SEARCH_FILTER, limit)
+        found = tracker.search(experiment_id, SEARCH_FILTER, limit, total)
         if found != limit:
             raise RuntimeError(f"search returned {found} runs, expected {limit}")
 

@@ -25,17 +25,23 @@ WORKERS = 3
 CONNECTIONS = 12
 
 
-def _service(postgres, tmp_path: Path, port: int | None = None) -> ServiceProcess:
+def _service(
+    postgres, tmp_path: Path, port: int | None = None, *, log: str = "experiments.log"
+) -> ServiceProcess:
     database = postgres.create_database(f"workers_{uuid.uuid4().hex[:8]}")
+    return _process(database.url("asyncpg"), tmp_path, port or free_port(), log)
+
+
+def _process(database_url: str, tmp_path: Path, port: int, log: str) -> ServiceProcess:
     return ServiceProcess(
         "mlmesh_experiments",
-        port or free_port(),
+        port,
         {
-            "MLMESH_EXPERIMENTS_DATABASE_URL": database.url("asyncpg"),
+            "MLMESH_EXPERIMENTS_DATABASE_URL": database_url,
             "MLMESH_EXPERIMENTS_WORKERS": str(WORKERS),
             "MLMESH_ARTIFACT_URI": f"file://{tmp_path / 'artifacts'}",
         },
-        tmp_path / "experiments.log",
+        tmp_path / log,
     )
 
 
@@ -128,15 +134,27 @@ def test_workers_share_one_port_and_one_registry(workers_service):
             channel.close()
 
 
-def test_sigterm_drains_every_worker(postgres, tmp_path):
-    service = _service(postgres, tmp_path).start()
+def test_sigterm_drains_every_worker_and_the_port_serves_again(postgres, tmp_path):
+    database_url = postgres.create_database(f"workers_{uuid.uuid4().hex[:8]}").url("asyncpg")
+    service = _process(database_url, tmp_path, free_port(), "experiments.log").start()
     _wait_for_events(service, "serving", WORKERS)
     workers = _workers(service)
+    with _channel(service.address) as channel:
+        stub = experiments_service_pb2_grpc.ExperimentServiceStub(channel)
+        stub.ListExperiments(pb.ListExperimentsRequest())
     assert service.stop() == 0
     assert {event["pid"] for event in _events(service, "stopped")} == workers
     assert len(_events(service, "shutting down")) == WORKERS
     for pid in workers:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+    # A restart on the same port, whose earlier connections may linger in TIME_WAIT.
+    again = _process(database_url, tmp_path, service.port, "again.log").start()
+    try:
+        with _channel(again.address) as channel:
+            stub = experiments_service_pb2_grpc.ExperimentServiceStub(channel)
+            assert stub.ListExperiments(pb.ListExperimentsRequest()) is not None
+    finally:
+        assert again.stop() == 0
 
 
 def test_a_worker_that_dies_stops_the_service(postgres, tmp_path):

@@ -276,10 +276,13 @@ def reserved_port(host: str, port: int) -> Iterator[int]:
     never listening, so it receives no connections) keeps sockets without SO_REUSEPORT out."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gRPC does: connections of an earlier run in TIME_WAIT do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
         port = probe.getsockname()[1]
     held = socket.socket(family, socket.SOCK_STREAM)
     try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         held.bind((host, port))
         yield port
