@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     elapsed = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = render(rows, describe_environment(load_before, workers), sizes, elapsed)
-    # bench.tuning, bench.statistics, bench.ui and bench.gateway_hop own their sections.
+    # bench.tuning, bench.statistics, bench.ui, bench.gateway_hop, bench.footprint and
+    # bench.profile own their sections.
     previous = args.out.read_text() if args.out.exists() else ""
-    for name in ("tuning", "statistics", "ui", "gateway"):
+    for name in ("tuning", "statistics", "ui", "gateway", "footprint", "profile"):
         kept = existing_section(previous, name)
         if kept:
             report = report.rstrip("\n") + "\n\n" + kept
