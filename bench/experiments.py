@@ -78,9 +78,10 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = render(rows, describe_environment(load_before, workers), sizes, elapsed)
     # bench.tuning, bench.statistics, bench.ui, bench.gateway_hop, bench.footprint and
-    # bench.profile own their sections.
+    # bench.profile own their sections; "analysis" is written by hand (what stands in the way,
+    # what was tried).
     previous = args.out.read_text() if args.out.exists() else ""
-    for name in ("tuning", "statistics", "ui", "gateway", "footprint", "profile"):
+    for name in ("analysis", "tuning", "statistics", "ui", "gateway", "footprint", "profile"):
         kept = existing_section(previous, name)
         if kept:
             report = report.rstrip("\n") + "\n\n" + kept

@@ -86,6 +86,12 @@ def _component(pid: int) -> str:
     except OSError:
         return "gone"
     text = " ".join(part.decode(errors="replace") for part in command if part)
+    if "ray" in text:
+        # Ray's processes by role: its command names (raylet, gcs_server, ray::IDLE, ...).
+        role = text.split(" ", 1)[0].rsplit("/", 1)[-1]
+        if role.startswith("python"):
+            role = next((p.rsplit("/", 1)[-1] for p in text.split() if p.endswith(".py")), role)
+        return f"Ray: {role}"
     for marker, name in (
         ("mlmesh_training", "training service"),
         ("mlmesh_experiments", "experiments service"),
@@ -95,9 +101,6 @@ def _component(pid: int) -> str:
         ("envoy", "Envoy"),
         ("mlflow", "MLflow server"),
         ("uvicorn", "MLflow server"),
-        ("ray", "Ray"),
-        ("raylet", "Ray"),
-        ("gcs_server", "Ray"),
     ):
         if marker in text:
             return name
