@@ -155,7 +155,10 @@ def _plumbing(frame: str) -> bool:
     """Frames every sample passes through (the loop, the thread, the entry point)."""
     return any(
         part in frame
-        for part in ("(asyncio/", "(<frozen", "(threading.py)", "(selectors.py)", "(runpy")
+        for part in (
+            *("(asyncio/", "(<frozen", "(threading.py)", "(selectors.py)", "(runpy"),
+            "(mlmesh_experiments/__main__.py)",
+        )
     )
 
 
