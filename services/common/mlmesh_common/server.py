@@ -320,6 +320,8 @@ def run_workers(count: int, worker: Callable[[], None], service: str) -> int:
             processes.append(process)
             if stopping:
                 break
+        if stopping:  # a signal during a start: that worker may not have been told yet
+            stop_all()
         log.info("workers started", service=service, workers=[p.pid for p in processes])
         status = 0
         while any(p.exitcode is None for p in processes):
