@@ -73,6 +73,8 @@ bench: setup
 	bash tools/ensure_postgres.sh >/dev/null
 	bash tools/ensure_chromium.sh >/dev/null
 	$(PY) -m bench.experiments
+	$(PY) -m bench.gateway_hop
+	$(PY) -m bench.footprint
 	$(PY) -m bench.tuning
 	$(PY) -m bench.statistics
 	$(PY) -m bench.ui

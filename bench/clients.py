@@ -3,6 +3,7 @@ gRPC stub, and plain HTTP to the mlmesh gateway."""
 
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple, Protocol
 
 import grpc
@@ -41,7 +42,10 @@ class Tracker(Protocol):
 
     def get_run(self, run_id: str) -> None: ...
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int: ...
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
+        """The runs of the first page; `total`: mlmesh also counts every match (the peers'
+        searches have no total)."""
+        ...
 
     def history(self, run_id: str, key: str) -> int: ...
 
@@ -81,7 +85,7 @@ class MlflowTracker:
     def get_run(self, run_id: str) -> None:
         self.client.get_run(run_id)
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int:
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
         return len(self.client.search_runs([experiment_id], query, max_results=limit))
 
     def history(self, run_id: str, key: str) -> int:
@@ -92,7 +96,11 @@ class GrpcTracker:
     """The generated stub on one channel to the service itself, no gateway in between."""
 
     def __init__(self, address: str) -> None:
-        self.channel = grpc.insecure_channel(address)
+        # A connection of its own (channels to one target otherwise share one), so that the
+        # concurrent writers spread over the service's worker processes.
+        self.channel = grpc.insecure_channel(
+            address, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
         self.stub = experiments_service_pb2_grpc.ExperimentServiceStub(self.channel)
 
     def close(self) -> None:
@@ -132,8 +140,10 @@ class GrpcTracker:
     def get_run(self, run_id: str) -> None:
         self.stub.GetRun(pb.GetRunRequest(run_id=run_id))
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int:
-        request = pb.ListRunsRequest(experiment_id=experiment_id, filter=query, limit=limit)
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
+        request = pb.ListRunsRequest(
+            experiment_id=experiment_id, filter=query, limit=limit, include_total=total
+        )
         return len(self.stub.ListRuns(request).runs)
 
     def count(self, experiment_id: str, query: str) -> int:
@@ -190,8 +200,13 @@ class RestTracker:
     def get_run(self, run_id: str) -> None:
         self._get(f"{self.api}/runs/{run_id}")
 
-    def search(self, experiment_id: str, query: str, limit: int) -> int:
-        params = {"experiment_id": experiment_id, "filter": query, "limit": limit}
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
+        params = {
+            "experiment_id": experiment_id,
+            "filter": query,
+            "limit": limit,
+            "include_total": "true" if total else "false",
+        }
         return len(self._get(f"{self.api}/runs", params)["runs"])
 
     def history(self, run_id: str, key: str) -> int:
@@ -212,3 +227,83 @@ def _metric_input(point: Point) -> pb.MetricInput:
     return pb.MetricInput(
         key=point.key, value=point.value, step=point.step, timestamp=point.timestamp
     )
+
+
+class FastTrackTracker:
+    """MLflow's REST API on FastTrackML, as plain JSON over one keep-alive `requests` session
+    (the same client work as `RestTracker`; MLflow's own client would add its entity layer)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.api = f"{base_url}/api/2.0/mlflow"
+        self.http = requests.Session()
+        self.http.trust_env = False
+
+    def close(self) -> None:
+        self.http.close()
+
+    def create_experiment(self, name: str) -> str:
+        return self._post("experiments/create", {"name": name})["experiment_id"]
+
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+        body = {
+            "experiment_id": experiment_id,
+            "run_name": name,
+            "start_time": _now_ms(),
+            "tags": [{"key": k, "value": v} for k, v in tags.items()],
+        }
+        return self._post("runs/create", body)["run"]["info"]["run_id"]
+
+    def prepare_batch(self, run_id: str, points: list[Point]) -> dict[str, Any]:
+        return {"run_id": run_id, "metrics": [p._asdict() for p in points]}
+
+    def log_batch(self, prepared: dict[str, Any]) -> None:
+        self._post("runs/log-batch", prepared)
+
+    def log_metric(self, run_id: str, point: Point) -> None:
+        self._post("runs/log-metric", {"run_id": run_id, **point._asdict()})
+
+    def log_details(
+        self, run_id: str, points: list[Point], params: dict[str, str], tags: dict[str, str]
+    ) -> None:
+        body = self.prepare_batch(run_id, points)
+        body["params"] = [{"key": k, "value": v} for k, v in params.items()]
+        body["tags"] = [{"key": k, "value": v} for k, v in tags.items()]
+        self._post("runs/log-batch", body)
+
+    def get_run(self, run_id: str) -> None:
+        self._get("runs/get", {"run_id": run_id})
+
+    def search(self, experiment_id: str, query: str, limit: int, total: bool = False) -> int:
+        body = {"experiment_ids": [experiment_id], "filter": query, "max_results": limit}
+        return len(self._post("runs/search", body).get("runs", []))
+
+    def count(self, experiment_id: str, query: str) -> int:
+        """Every match, page by page (MLflow's API has no total)."""
+        found, token = 0, None
+        while True:
+            body = {"experiment_ids": [experiment_id], "filter": query, "max_results": 1000}
+            if token:
+                body["page_token"] = token
+            answer = self._post("runs/search", body)
+            found += len(answer.get("runs", []))
+            token = answer.get("next_page_token")
+            if not token:
+                return found
+
+    def history(self, run_id: str, key: str) -> int:
+        answer = self._get("metrics/get-history", {"run_id": run_id, "metric_key": key})
+        return len(answer.get("metrics", []))
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.post(f"{self.api}/{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.get(f"{self.api}/{path}", params=params)
+        response.raise_for_status()
+        return response.json()
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

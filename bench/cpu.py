@@ -9,17 +9,19 @@ from pathlib import Path
 
 PROC = Path("/proc")
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-GROUPS = ("client", "mlflow", "service", "envoy", "postgres")
+GROUPS = ("client", "mlflow", "fasttrack", "service", "envoy", "postgres")
 
 
 @dataclass(frozen=True)
 class CpuMeter:
     """Process-tree roots of everything under test; the MLflow server is whatever else this
-    process started (its `mlflow` command and the uvicorn worker under it)."""
+    process started (its `mlflow` command and the uvicorn worker under it). The service's tree
+    holds all its worker processes."""
 
     service_pid: int
     envoy_pid: int
     postgres_pid: int
+    fasttrack_pid: int
 
     def snapshot(self) -> dict[str, float]:
         """Cumulative CPU seconds (user + system) of each group right now."""
@@ -29,11 +31,14 @@ class CpuMeter:
             children.setdefault(parent, []).append(pid)
         me = os.getpid()
         mlflow_roots = [
-            pid for pid in children.get(me, []) if pid not in (self.service_pid, self.envoy_pid)
+            pid
+            for pid in children.get(me, [])
+            if pid not in (self.service_pid, self.envoy_pid, self.fasttrack_pid)
         ]
         roots = {
             "client": [me],
             "mlflow": mlflow_roots,
+            "fasttrack": [self.fasttrack_pid],
             "service": [self.service_pid],
             "envoy": [self.envoy_pid],
             "postgres": [self.postgres_pid],

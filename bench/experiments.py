@@ -1,5 +1,5 @@
-"""`make bench`: the experiments service over gRPC and REST against a real `mlflow server`, same
-PostgreSQL cluster, same workload; writes docs/benchmarks.md."""
+"""`make bench`: the experiments service over gRPC and REST against a real `mlflow server` and
+FastTrackML, same PostgreSQL cluster, same workload; writes docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from types import FrameType
 import mlflow
 
 from bench import ROOT
-from bench.clients import GrpcTracker, MlflowTracker, RestTracker
+from bench.clients import FastTrackTracker, GrpcTracker, MlflowTracker, RestTracker
 from bench.cpu import CpuMeter
+from bench.fasttrack import fml_version
 from bench.measure import Budget
 from bench.report import Environment, render
 from bench.sections import existing_section
@@ -34,6 +35,7 @@ FULL = Sizes(
     get_run=Budget(iterations=300, seconds=6),
     search=Budget(iterations=200, seconds=10, warmup=2),
     history=Budget(iterations=100, seconds=12, warmup=2),
+    concurrent_s=12,
     search_runs=5_000,
     history_points=10_000,
 )
@@ -45,6 +47,7 @@ QUICK = Sizes(
     get_run=Budget(iterations=10, seconds=1, minimum=3, warmup=1),
     search=Budget(iterations=3, seconds=1, minimum=3, warmup=1),
     history=Budget(iterations=3, seconds=1, minimum=3, warmup=1),
+    concurrent_s=1,
     search_runs=750,
     history_points=2_000,
 )
@@ -70,12 +73,15 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with running_stack() as stack:
         rows = _measure_all(stack, sizes)
+        workers = len(_children(stack.service_pid))
     elapsed = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = render(rows, describe_environment(load_before), sizes, elapsed)
-    # `python -m bench.tuning`, `bench.statistics` and `bench.ui` own their sections: keep them.
+    report = render(rows, describe_environment(load_before, workers), sizes, elapsed)
+    # bench.tuning, bench.statistics, bench.ui, bench.gateway_hop, bench.footprint and
+    # bench.profile own their sections; "analysis" is written by hand (what stands in the way,
+    # what was tried).
     previous = args.out.read_text() if args.out.exists() else ""
-    for name in ("tuning", "statistics", "ui"):
+    for name in ("analysis", "tuning", "statistics", "ui", "gateway", "footprint", "profile"):
         kept = existing_section(previous, name)
         if kept:
             report = report.rstrip("\n") + "\n\n" + kept
@@ -85,18 +91,23 @@ def main(argv: list[str] | None = None) -> None:
 
 def _measure_all(stack: Stack, sizes: Sizes) -> list[Row]:
     systems = Systems(
-        MlflowTracker(stack.mlflow_url),
-        GrpcTracker(stack.grpc_address),
-        RestTracker(stack.gateway_url),
+        {
+            "mlflow": lambda: MlflowTracker(stack.mlflow_url),
+            "fasttrack": lambda: FastTrackTracker(stack.fasttrack_url),
+            "grpc": lambda: GrpcTracker(stack.grpc_address),
+            "rest": lambda: RestTracker(stack.gateway_url),
+        },
         stack.mlflow_database_url,
+        stack.fasttrack_database_url,
         stack.mlmesh_database_url,
-        CpuMeter(stack.service_pid, stack.envoy_pid, stack.postgres_pid),
+        CpuMeter(stack.service_pid, stack.envoy_pid, stack.postgres_pid, stack.fasttrack_pid),
     )
     try:
         return run_workload(systems, sizes)
     finally:
         systems.grpc.close()
         systems.rest.close()
+        systems.fasttrack.close()
 
 
 def _prepare_process() -> None:
@@ -113,17 +124,28 @@ def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     sys.exit(128 + signum)
 
 
-def describe_environment(load_before: float) -> Environment:
+def _children(pid: int) -> list[int]:
+    """The experiments service's worker processes (none: it serves from its own process)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def describe_environment(load_before: float, service_workers: int) -> Environment:
     return Environment(
         cores=len(os.sched_getaffinity(0)),
         cpu=_cpu_model(),
         python=platform.python_version(),
         postgres=postgres_version(),
         mlflow=mlflow.__version__,
+        fasttrack=fml_version(),
         envoy=envoy_version(),
         commit=_commit(),
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         load_before=load_before,
+        service_workers=max(service_workers, 1),
         nice=os.nice(0),
     )
 

@@ -42,14 +42,45 @@ def warm_up(call: Callable[[int], object], budget: Budget) -> None:
 def sample(call: Callable[[int], object], budget: Budget) -> list[float]:
     """Latencies (seconds) of `call(i)` for the indexes after the warm-up ones, so every call
     sees fresh data (a new step, a new run) when the caller indexes by `i`."""
+    return sample_span(call, Span(budget.warmup, budget.iterations, budget.seconds, budget.minimum))
+
+
+@dataclass(frozen=True)
+class Span:
+    """One stretch of timed calls: indexes `first`..`first + count - 1`, no more than `seconds`
+    of them once `minimum` are in."""
+
+    first: int
+    count: int
+    seconds: float
+    minimum: int
+
+
+def rounds(budget: Budget, count: int) -> list[Span]:
+    """The budget cut into `count` rounds (consecutive indexes, a share of the time and of the
+    minimum each), so that several systems can take turns and drift on the machine hits all
+    alike."""
+    per_round = -(-budget.iterations // count)
+    minimum = -(-budget.minimum // count)
+    spans, first = [], budget.warmup
+    for _ in range(count):
+        size = min(per_round, budget.calls_needed() - first)
+        if size <= 0:
+            break
+        spans.append(Span(first, size, budget.seconds / count, minimum))
+        first += size
+    return spans
+
+
+def sample_span(call: Callable[[int], object], span: Span) -> list[float]:
     latencies: list[float] = []
-    deadline = time.perf_counter() + budget.seconds
-    for i in range(budget.warmup, budget.calls_needed()):
+    deadline = time.perf_counter() + span.seconds
+    for i in range(span.first, span.first + span.count):
         started = time.perf_counter()
         call(i)
         finished = time.perf_counter()
         latencies.append(finished - started)
-        if finished > deadline and len(latencies) >= budget.minimum:
+        if finished > deadline and len(latencies) >= span.minimum:
             break
     return latencies
 

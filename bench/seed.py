@@ -1,10 +1,12 @@
 """Untimed data for the search benchmark: the same N runs (a `bucket` tag and a `score` metric)
-in MLflow and in mlmesh."""
+in MLflow, FastTrackML and mlmesh."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -13,7 +15,7 @@ from mlflow.entities import LifecycleStage, RunStatus, SourceType
 from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun, SqlTag
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from bench.clients import GrpcTracker, Point
+from bench.clients import Point, Tracker
 
 BUCKETS = "abcde"
 # Concurrent seeding requests: enough to keep the service and PostgreSQL busy on 2 cores.
@@ -36,16 +38,28 @@ def search_runs(count: int) -> list[SeedRun]:
     ]
 
 
-def seed_mlmesh(tracker: GrpcTracker, experiment_id: str, runs: list[SeedRun]) -> None:
-    """Through the public gRPC API, several requests in flight."""
+def seed_api(make_tracker: Callable[[], Tracker], experiment_id: str, runs: list[SeedRun]) -> None:
+    """Through a system's public API, several requests in flight, a client per thread."""
     now = _now_ms()
+    local = threading.local()
+    made: list[Tracker] = []
 
     def seed(run: SeedRun) -> None:
+        if not hasattr(local, "tracker"):
+            local.tracker = make_tracker()
+            made.append(local.tracker)
+        tracker = local.tracker
         run_id = tracker.create_run(experiment_id, run.name, {"bucket": run.bucket})
         tracker.log_batch(tracker.prepare_batch(run_id, [Point("score", run.score, 0, now)]))
 
-    with ThreadPoolExecutor(SEED_THREADS) as pool:
-        list(pool.map(seed, runs))
+    try:
+        with ThreadPoolExecutor(SEED_THREADS) as pool:
+            list(pool.map(seed, runs))
+    finally:
+        for tracker in made:
+            close = getattr(tracker, "close", None)
+            if close is not None:
+                close()
 
 
 def seed_mlflow(database_url: str, experiment_id: str, runs: list[SeedRun]) -> None:

@@ -1,5 +1,6 @@
 """The processes under test on loopback: one throwaway PostgreSQL cluster, a real `mlflow server`,
-the experiments service and the Envoy gateway, all stopped again whatever happens."""
+FastTrackML, the experiments service and the Envoy gateway, all stopped again whatever
+happens."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.fasttrack import FastTrackServer
 from tests.helpers.gateway import ENVOY, start_gateway
 from tests.helpers.mlflow_server import MlflowServer
 from tests.helpers.net import free_port
@@ -23,15 +25,18 @@ from tests.helpers.services import ServiceProcess
 @dataclass(frozen=True)
 class Stack:
     mlflow_url: str
+    fasttrack_url: str
     grpc_address: str
     gateway_url: str
     # psycopg2 URLs of each system's database: seeding MLflow without its REST API, ANALYZE.
     mlflow_database_url: str
+    fasttrack_database_url: str
     mlmesh_database_url: str
     # Roots of the process trees whose CPU time the report breaks down.
     service_pid: int
     envoy_pid: int
     postgres_pid: int
+    fasttrack_pid: int
 
 
 @contextmanager
@@ -50,6 +55,10 @@ def running_stack() -> Iterator[Stack]:
         mlflow = MlflowServer(mlflow_database)
         cleanup.callback(mlflow.stop)
         mlflow.start()
+        fasttrack_database = postgres.create_database("fasttrack_bench")
+        fasttrack = FastTrackServer(_go_url(fasttrack_database), workdir)
+        cleanup.callback(fasttrack.stop)
+        fasttrack.start()
         mlmesh_database = postgres.create_database("experiments_bench")
         service = _experiments_service(mlmesh_database, workdir)
         cleanup.callback(service.stop)
@@ -57,19 +66,29 @@ def running_stack() -> Iterator[Stack]:
         gateway = start_gateway(workdir, {"experiments": service.address})
         cleanup.callback(gateway.stop)
         try:
+            assert fasttrack.process is not None
             yield Stack(
                 mlflow.url,
+                fasttrack.url,
                 service.address,
                 gateway.base_url,
                 mlflow_database,
+                fasttrack_database.url("psycopg2"),
                 mlmesh_database.url("psycopg2"),
                 service.process.pid,
                 gateway.process.pid,
                 _postmaster_pid(postgres),
+                fasttrack.process.pid,
             )
         except BaseException:
             # The logs live in the work directory, which is about to be removed.
-            _print_logs({"mlflow server": mlflow.log_tail(), "experiments": service.log_tail()})
+            _print_logs(
+                {
+                    "mlflow server": mlflow.log_tail(),
+                    "fasttrackml": fasttrack.log_tail(),
+                    "experiments": service.log_tail(),
+                }
+            )
             raise
 
 
@@ -85,6 +104,11 @@ def _experiments_service(database: DatabaseInfo, workdir: Path) -> ServiceProces
         "MLMESH_ARTIFACT_URI": f"file://{workdir / 'artifacts'}",
     }
     return ServiceProcess("mlmesh_experiments", free_port(), env, workdir / "experiments.log")
+
+
+def _go_url(database: DatabaseInfo) -> str:
+    """The database's URL as FastTrackML (Go, pgx) takes it."""
+    return f"postgres://{database.user}@{database.host}:{database.port}/{database.dbname}"
 
 
 def _postmaster_pid(postgres: PostgresCluster) -> int:

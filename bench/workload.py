@@ -1,5 +1,6 @@
-"""The experiment-tracking workload, operation by operation, on every client in turn: MLflow,
-then mlmesh over gRPC, then mlmesh over REST (never two at once)."""
+"""The experiment-tracking workload, operation by operation, on every client: MLflow,
+FastTrackML, mlmesh over gRPC and mlmesh over REST, taking turns in rounds (never two at once)
+so that drift on the machine hits all alike."""
 
 from __future__ import annotations
 
@@ -9,13 +10,23 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.clients import GrpcTracker, MlflowTracker, Point, RestTracker, Tracker
-from bench.cpu import CpuMeter, per_call_ms
+from bench.clients import (
+    FastTrackTracker,
+    GrpcTracker,
+    MlflowTracker,
+    Point,
+    RestTracker,
+    Tracker,
+)
+from bench.concurrent import WRITERS, Totals, write_round, writers
+from bench.cpu import GROUPS, CpuMeter, per_call_ms
 from bench.floor import log_batch_statement
-from bench.measure import Budget, Stats, sample, summarize, warm_up
-from bench.seed import search_runs, seed_mlflow, seed_mlmesh, settle
+from bench.measure import Budget, Stats, rounds, sample, sample_span, summarize, warm_up
+from bench.seed import search_runs, seed_api, seed_mlflow, settle
 
-CLIENTS = ("mlflow", "grpc", "rest")
+CLIENTS = ("mlflow", "fasttrack", "grpc", "rest")
+# Turns each client takes at every operation (its budget cut in as many parts).
+ROUNDS = 4
 BATCH_POINTS = 1_000
 SEARCH_FILTER = "tags.bucket = 'c' and metrics.score > 0.3"
 SEARCH_LIMIT = 100
@@ -31,6 +42,8 @@ class Sizes:
     get_run: Budget
     search: Budget
     history: Budget
+    # Seconds of writing per client (all writers at once), cut into ROUNDS turns.
+    concurrent_s: float
     search_runs: int
     history_points: int
 
@@ -51,18 +64,40 @@ class Row:
 
 @dataclass
 class Systems:
-    mlflow: MlflowTracker
-    grpc: GrpcTracker
-    rest: RestTracker
+    # A new client (connection) for each system: the concurrent writers take one each.
+    factories: dict[str, Callable[[], Tracker]]
     mlflow_database_url: str
+    fasttrack_database_url: str
     mlmesh_database_url: str
     meter: CpuMeter
+    clients: dict[str, Tracker] = dataclasses.field(default_factory=dict)
+    # The search benchmark's experiment in each system, for the search rows.
+    search_experiments: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.clients = {client: self.factories[client]() for client in CLIENTS}
 
     def trackers(self) -> dict[str, Tracker]:
-        return {"mlflow": self.mlflow, "grpc": self.grpc, "rest": self.rest}
+        return self.clients
+
+    @property
+    def mlflow(self) -> MlflowTracker:
+        return self.clients["mlflow"]  # type: ignore[return-value]
+
+    @property
+    def fasttrack(self) -> FastTrackTracker:
+        return self.clients["fasttrack"]  # type: ignore[return-value]
+
+    @property
+    def grpc(self) -> GrpcTracker:
+        return self.clients["grpc"]  # type: ignore[return-value]
+
+    @property
+    def rest(self) -> RestTracker:
+        return self.clients["rest"]  # type: ignore[return-value]
 
     def database_urls(self) -> list[str]:
-        return [self.mlflow_database_url, self.mlmesh_database_url]
+        return [self.mlflow_database_url, self.fasttrack_database_url, self.mlmesh_database_url]
 
 
 def run_workload(systems: Systems, sizes: Sizes) -> list[Row]:
@@ -72,7 +107,9 @@ def run_workload(systems: Systems, sizes: Sizes) -> list[Row]:
         bench_log_metric,
         bench_get_run,
         bench_search,
+        bench_search_total,
         bench_history,
+        bench_concurrent,
     )
     return [step(systems, sizes) for step in steps]
 
@@ -149,13 +186,16 @@ def bench_search(systems: Systems, sizes: Sizes) -> Row:
     runs = search_runs(sizes.search_runs)
     mlflow_experiment = systems.mlflow.create_experiment(_unique("bench-search"))
     seed_mlflow(systems.mlflow_database_url, mlflow_experiment, runs)
-    mesh_experiment = systems.grpc.create_experiment(_unique("bench-search"))
-    started = time.perf_counter()
-    seed_mlmesh(systems.grpc, mesh_experiment, runs)
-    print(f"  seeded {len(runs):,} runs in mlmesh in {time.perf_counter() - started:.0f} s")
-    _check_same_matches(systems, mlflow_experiment, mesh_experiment)
+    experiments = {"mlflow": mlflow_experiment}
+    for client in ("fasttrack", "grpc"):
+        experiments[client] = systems.clients[client].create_experiment(_unique("bench-search"))
+        started = time.perf_counter()
+        seed_api(systems.factories[client], experiments[client], runs)
+        print(f"  seeded {len(runs):,} runs in {client} in {time.perf_counter() - started:.0f} s")
+    experiments["rest"] = experiments["grpc"]
+    _check_same_matches(systems, experiments)
     settle(systems.database_urls())
-    experiments = {"mlflow": mlflow_experiment, "grpc": mesh_experiment, "rest": mesh_experiment}
+    systems.search_experiments = experiments
     calls = {
         client: _bind_search(tracker, experiments[client], SEARCH_LIMIT)
         for client, tracker in systems.trackers().items()
@@ -164,18 +204,34 @@ def bench_search(systems: Systems, sizes: Sizes) -> Row:
     return _measure(systems, "search", title, calls, sizes.search)
 
 
-def _check_same_matches(systems: Systems, mlflow_experiment: str, mesh_experiment: str) -> None:
-    """Both systems must find the same runs, or the comparison would be meaningless."""
-    in_mlflow = systems.mlflow.search(mlflow_experiment, SEARCH_FILTER, 50_000)
-    in_mlmesh = systems.grpc.count(mesh_experiment, SEARCH_FILTER)
-    if in_mlflow != in_mlmesh or in_mlflow <= SEARCH_LIMIT:
-        raise RuntimeError(f"search matches differ: MLflow {in_mlflow}, mlmesh {in_mlmesh}")
-    print(f"  the search filter matches {in_mlflow:,} runs in both systems")
+def bench_search_total(systems: Systems, sizes: Sizes) -> Row:
+    """The same search, mlmesh also counting every match for the exact `total` (the
+    contract's default); MLflow and FastTrackML have no total and run the same search."""
+    calls = {
+        client: _bind_search(tracker, systems.search_experiments[client], SEARCH_LIMIT, True)
+        for client, tracker in systems.trackers().items()
+    }
+    title = f"search {sizes.search_runs:,} runs as above, mlmesh with the exact total"
+    return _measure(systems, "search_total", title, calls, sizes.search)
 
 
-def _bind_search(tracker: Tracker, experiment_id: str, limit: int) -> Callable[[int], object]:
+def _check_same_matches(systems: Systems, experiments: dict[str, str]) -> None:
+    """Every system must find the same runs, or the comparison would be meaningless."""
+    found = {
+        "mlflow": systems.mlflow.search(experiments["mlflow"], SEARCH_FILTER, 50_000),
+        "fasttrack": systems.fasttrack.count(experiments["fasttrack"], SEARCH_FILTER),
+        "mlmesh": systems.grpc.count(experiments["grpc"], SEARCH_FILTER),
+    }
+    if len(set(found.values())) != 1 or found["mlflow"] <= SEARCH_LIMIT:
+        raise RuntimeError(f"search matches differ: {found}")
+    print(f"  the search filter matches {found['mlflow']:,} runs in every system")
+
+
+def _bind_search(
+    tracker: Tracker, experiment_id: str, limit: int, total: bool = False
+) -> Callable[[int], object]:
     def search(_: int) -> None:
-        found = tracker.search(experiment_id, SEARCH_FILTER, limit)
+        found = tracker.search(experiment_id, SEARCH_FILTER, limit, total)
         if found != limit:
             raise RuntimeError(f"search returned {found} runs, expected {limit}")
 
@@ -184,9 +240,11 @@ def _bind_search(tracker: Tracker, experiment_id: str, limit: int) -> Callable[[
 
 def bench_history(systems: Systems, sizes: Sizes) -> Row:
     """One metric with N points, logged in batches of 1,000 (MLflow's largest batch)."""
-    mesh_run = _history_run(systems.grpc, sizes.history_points)
-    run_of = {"mlflow": _history_run(systems.mlflow, sizes.history_points), "grpc": mesh_run}
-    run_of["rest"] = mesh_run
+    run_of = {
+        client: _history_run(systems.clients[client], sizes.history_points)
+        for client in ("mlflow", "fasttrack", "grpc")
+    }
+    run_of["rest"] = run_of["grpc"]
     settle(systems.database_urls())
     calls = {
         client: _bind_history(tracker, run_of[client], sizes.history_points)
@@ -221,16 +279,65 @@ def _measure(
     budget: Budget,
     points_per_call: int = 0,
 ) -> Row:
-    stats, cpu = {}, {}
+    latencies: dict[str, list[float]] = {client: [] for client in CLIENTS}
+    cpu_s: dict[str, dict[str, float]] = {client: {} for client in CLIENTS}
     for client in CLIENTS:
         warm_up(calls[client], budget)
-        before = systems.meter.snapshot()
-        latencies = sample(calls[client], budget)
-        cpu[client] = per_call_ms(before, systems.meter.snapshot(), len(latencies))
-        stats[client] = summarize(latencies, points_per_call)
+    for span in rounds(budget, ROUNDS):
+        for client in CLIENTS:
+            before = systems.meter.snapshot()
+            latencies[client] += sample_span(calls[client], span)
+            _add_cpu(cpu_s[client], before, systems.meter.snapshot())
+    stats = {client: summarize(latencies[client], points_per_call) for client in CLIENTS}
+    cpu = {
+        client: per_call_ms(_zero(), cpu_s[client], len(latencies[client])) for client in CLIENTS
+    }
     row = Row(key, title, stats, cpu)
     print(f"{title}: " + ", ".join(f"{c} {_progress(s)}" for c, s in stats.items()))
     return row
+
+
+def bench_concurrent(systems: Systems, sizes: Sizes) -> Row:
+    """WRITERS clients at once, each with a connection and a run of its own, logging
+    BATCH_POINTS-point batches; the aggregate points/s over the wall time of each turn."""
+    groups = {client: writers(systems.factories[client]) for client in CLIENTS}
+    totals = {client: Totals() for client in CLIENTS}
+    cpu_s: dict[str, dict[str, float]] = {client: {} for client in CLIENTS}
+    for client in CLIENTS:
+        write_round(groups[client], 0.0, BATCH_POINTS, totals[client], timed=False)
+    for _ in range(ROUNDS):
+        for client in CLIENTS:
+            before = systems.meter.snapshot()
+            write_round(groups[client], sizes.concurrent_s / ROUNDS, BATCH_POINTS, totals[client])
+            _add_cpu(cpu_s[client], before, systems.meter.snapshot())
+    for group in groups.values():
+        for writer in group:
+            _close(writer.tracker)
+    stats, cpu = {}, {}
+    for client in CLIENTS:
+        found = totals[client]
+        batch_stats = summarize(found.latencies, BATCH_POINTS)
+        stats[client] = dataclasses.replace(batch_stats, points_per_s=found.points_per_s)
+        cpu[client] = per_call_ms(_zero(), cpu_s[client], len(found.latencies))
+    title = f"{WRITERS} concurrent writers, {BATCH_POINTS:,}-point batches"
+    row = Row("concurrent", title, stats, cpu)
+    print(f"{title}: " + ", ".join(f"{c} {_progress(s)}" for c, s in stats.items()))
+    return row
+
+
+def _close(tracker: Tracker) -> None:
+    close = getattr(tracker, "close", None)
+    if close is not None:
+        close()
+
+
+def _add_cpu(into: dict[str, float], before: dict[str, float], after: dict[str, float]) -> None:
+    for group, seconds in after.items():
+        into[group] = into.get(group, 0.0) + seconds - before[group]
+
+
+def _zero() -> dict[str, float]:
+    return dict.fromkeys(GROUPS, 0.0)
 
 
 def _progress(stats: Stats) -> str:

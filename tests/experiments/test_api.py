@@ -159,6 +159,22 @@ def test_an_object_given_to_a_map_value_is_a_400_that_names_the_field(api):
     assert api("GET", f"{API}/{experiment['id']}").json()["metrics"] == {}
 
 
+def test_runs_search_without_the_total(api):
+    experiment = create_experiment(api)
+    for i in range(3):
+        create_run(api, experiment["id"], name=f"r{i}")
+    params = {"experiment_id": experiment["id"], "limit": 2}
+    counted = api("GET", f"{API}/runs", params=params).json()
+    uncounted = api("GET", f"{API}/runs", params={**params, "include_total": "false"}).json()
+    assert counted["total"] == 3 and uncounted["total"] == -1
+    assert [r["id"] for r in uncounted["runs"]] == [r["id"] for r in counted["runs"]]
+    assert uncounted["next_page_token"] == counted["next_page_token"] != ""
+    asked = api("GET", f"{API}/runs", params={**params, "include_total": "true"}).json()
+    assert asked["total"] == 3
+    wrong = api("GET", f"{API}/runs", params={**params, "include_total": "maybe"})
+    assert wrong.status_code == 400
+
+
 def test_literal_segments_are_never_ids(api):
     run = create_run(api, name="literal")
     runs = api("GET", f"{API}/runs")

@@ -489,6 +489,38 @@ async def test_list_runs_ordered_by_metrics_params_tags_and_attributes(service, 
         assert reason(excinfo) == "INVALID_ORDER_BY", bad
 
 
+async def test_list_runs_without_the_total_pages_through_the_same_runs(service, tenant):
+    experiment = await make_experiment(service, tenant)
+    for i in range(5):
+        run = await service.create_run(tenant, experiment.id, f"r{i}", tags={"odd": str(i % 2)})
+        await service.log_batch(tenant, run.id, metrics=[MetricPoint("score", i / 10, 0, 1)])
+
+    async def chain(**kwargs) -> tuple[list[list[str]], set[int]]:
+        pages, totals, token = [], set(), ""
+        while True:
+            found = await service.list_runs(
+                tenant, experiment_id=experiment.id, limit=2, page_token=token, **kwargs
+            )
+            pages.append([run.id for run in found.items])
+            totals.add(found.total)
+            token = found.next_page_token
+            if not token:
+                return pages, totals
+
+    counted, totals = await chain()
+    assert totals == {5} and [len(p) for p in counted] == [2, 2, 1]
+    uncounted, totals = await chain(include_total=False)
+    assert uncounted == counted and totals == {-1}
+    # A page that ends exactly at the last match says so without a count.
+    exact = await service.list_runs(
+        tenant, experiment_id=experiment.id, filter_text="tags.odd = '1'", include_total=False
+    )
+    assert len(exact.items) == 2 and exact.next_page_token == "" and exact.total == -1
+    # An unknown or another tenant's experiment is still told apart from an empty page.
+    with pytest.raises(NotFound):
+        await service.list_runs(tenant, experiment_id=str(uuid.uuid4()), include_total=False)
+
+
 async def test_compare_runs(service, tenant):
     experiment = await make_experiment(service, tenant)
     ids = []

@@ -89,13 +89,14 @@ def page_window(limit: int, offset: int, page_token: str) -> tuple[int, int]:
     return offset, min(limit or DEFAULT_LIMIT, MAX_LIMIT)
 
 
-def page(items: list, offset: int, total: int) -> Page:
-    """A page of `items` starting at `offset`, with the token of the next one ("" on the last)."""
+def page(items: list, offset: int, matches: int, *, total: int | None = None) -> Page:
+    """A page of `items` starting at `offset` out of `matches`, with the token of the next one
+    ("" on the last); `total` answered is `matches` unless given (-1: not counted)."""
     end = offset + len(items)
     token = ""
-    if items and end < total:
+    if items and end < matches:
         token = base64.urlsafe_b64encode(json.dumps({"offset": end}).encode()).decode()
-    return Page(items, total, token)
+    return Page(items, matches if total is None else total, token)
 
 
 def _token_offset(token: str) -> int:

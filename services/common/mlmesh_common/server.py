@@ -7,10 +7,15 @@ in-flight calls for the grace period before it returns.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -214,15 +219,20 @@ def build_server(
     services: Sequence[ServiceBinding],
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
-    """Builds (does not start) a server hosting `services`, health and reflection."""
+    """Builds (does not start) a server hosting `services`, health and reflection.
+
+    `reuse_port`: the port is shared with this service's other worker processes (see
+    `reserved_port` and `run_workers`); otherwise a port in use fails loudly."""
     server = grpc.aio.server(
         interceptors=[CallInterceptor(), HttpStatusInterceptor(b.name for b in services)],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
-            # A port already in use must fail loudly, not be shared with another process.
-            ("grpc.so_reuseport", 0),
+            # A port already in use must fail loudly, not be shared with another process
+            # (workers share theirs only after `reserved_port` has checked it was free).
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
     health_servicer = health.aio.HealthServicer()
@@ -249,8 +259,94 @@ async def serve(server: grpc.aio.Server, port: int, grace_s: float, service: str
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("serving", service=service, port=port)
+    log.info("serving", service=service, port=port, pid=os.getpid())
     await stop.wait()
     log.info("shutting down", service=service, grace_s=grace_s)
     await server.stop(grace_s)
-    log.info("stopped", service=service)
+    log.info("stopped", service=service, pid=os.getpid())
+
+
+@contextmanager
+def reserved_port(host: str, port: int) -> Iterator[int]:
+    """Holds `host:port` (port 0: a free one) for worker processes that each bind it with
+    SO_REUSEPORT, the kernel spreading connections among them; yields the port.
+
+    The port is first bound without SO_REUSEPORT, so that one held by any other process fails
+    loudly here, as in a single-process server; the socket held while the workers run (bound,
+    never listening, so it receives no connections) keeps sockets without SO_REUSEPORT out."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As gRPC does: connections of an earlier run in TIME_WAIT do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    held = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind((host, port))
+        yield port
+    finally:
+        held.close()
+
+
+def run_workers(count: int, worker: Callable[[], None], service: str) -> int:
+    """Runs `worker()` in `count` forked processes and waits for all of them; returns the exit
+    status for the parent (0 when every worker stopped cleanly).
+
+    Each worker runs its own asyncio loop and gRPC server (`serve`). SIGTERM or SIGINT to the
+    parent is passed on to every worker, and each drains its in-flight calls as a single
+    server does. A worker that exits on its own stops the others: the service is whole or
+    not running, and its supervisor restarts it. The parent must not have created any gRPC
+    object before (gRPC's core does not survive a fork)."""
+    context = multiprocessing.get_context("fork")
+    stopping = False
+    processes: list[multiprocessing.process.BaseProcess] = []
+
+    def stop_all(signum: int = signal.SIGTERM, _frame: object = None) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.exitcode is None and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, stop_all) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for index in range(count):
+            process = context.Process(
+                target=_worker_main, args=(worker,), name=f"{service}-worker-{index}"
+            )
+            process.start()
+            processes.append(process)
+            if stopping:
+                break
+        if stopping:  # a signal during a start: that worker may not have been told yet
+            stop_all()
+        log.info("workers started", service=service, workers=[p.pid for p in processes])
+        status = 0
+        while any(p.exitcode is None for p in processes):
+            running = [p for p in processes if p.exitcode is None]
+            multiprocessing.connection.wait([p.sentinel for p in running])
+            for process in running:
+                if process.exitcode is None:
+                    continue
+                process.join()
+                # Killed by the forwarded SIGTERM before its loop took the signal over: it
+                # was not serving yet, so it had nothing to drain.
+                clean = process.exitcode in (0, -signal.SIGTERM)
+                if not (stopping and clean):
+                    log.error("worker exited", pid=process.pid, exitcode=process.exitcode)
+                    status = status or 1
+                    if not stopping:
+                        stop_all()
+        return status
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _worker_main(worker: Callable[[], None]) -> None:
+    # The parent's handlers forward signals; a worker handles its own (in `serve`).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+    worker()

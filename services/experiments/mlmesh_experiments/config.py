@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
@@ -15,6 +17,9 @@ class ExperimentsSettings(ServerSettings):
     database_url: str = "sqlite+aiosqlite:///.mlmesh/experiments.db"
     # Connections per service process (PostgreSQL); SQLite uses one writer anyway.
     database_pool_size: int = 10
+    # Server processes sharing the port (SO_REUSEPORT), one asyncio loop each: PostgreSQL only
+    # (each has its own pool of `database_pool_size`); SQLite and memory:// always use one.
+    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)
     # file://DIR (relative to the working directory) or s3://bucket/prefix (+ AWS_ENDPOINT_URL).
     artifact_uri: str = Field(
         "file://.mlmesh/artifacts",

@@ -289,18 +289,28 @@ class ExperimentsService:
         offset: int = 0,
         page_token: str = "",
         order_by: Sequence[str] = (),
+        include_total: bool = True,
     ) -> Page:
+        """A page of the matching runs, in `order_by` order. Without `include_total` nothing counts
+        the matches (`total` is -1): one more run than the page holds says whether another
+        page follows."""
         clauses = domain.parse_run_filter(filter_text)
         order = domain.parse_order_by(order_by)
         offset, limit = page_window(limit, offset, page_token)
-        query = RunQuery(tenant, offset, limit, experiment_id, status, clauses, order)
+        wanted = limit if include_total else limit + 1
+        query = RunQuery(
+            tenant, offset, wanted, experiment_id, status, clauses, order, include_total
+        )
         runs, total = await self._store.list_runs(query)
-        if experiment_id and not total:
+        if experiment_id and not runs and not total:
             # The search filters by tenant itself, and a run carries its experiment's tenant: a
             # match proves the experiment is the caller's. Without one, the ownership check
             # tells a 404 or 403 apart from an empty page.
             await self.get_experiment(tenant, experiment_id)
-        return page(runs, offset, total)
+        if include_total:
+            return page(runs, offset, total)
+        more = len(runs) > limit
+        return page(runs[:limit], offset, offset + limit + 1 if more else 0, total=-1)
 
     async def _writable_run(self, tenant: str, run_id: str) -> Run:
         run = await self.get_run(tenant, run_id, hydrate=False)

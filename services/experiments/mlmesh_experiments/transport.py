@@ -158,6 +158,7 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
             offset=request.offset,
             page_token=request.page_token,
             order_by=list(request.order_by),
+            include_total=not request.HasField("include_total") or request.include_total,
         )
         return pb.ListRunsResponse(
             runs=[r.to_proto() for r in page.items],

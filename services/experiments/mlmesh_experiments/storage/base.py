@@ -59,6 +59,8 @@ class RunQuery:
     clauses: tuple[Clause, ...] = ()
     # Then newest first (start_time, id descending).
     order: tuple[Order, ...] = ()
+    # False: the store may skip counting every match (and answer any total).
+    count: bool = True
 
 
 @dataclass(frozen=True)

@@ -418,6 +418,8 @@ class SqlExperimentStore(ExperimentStore):
                 await self._hydrate(conn, found)
                 return list(found.values())
 
+        if not query.count:
+            return await runs(), 0
         # On two connections at once: the count and the page are separate plans (a window
         # count would cost the page its early stop at LIMIT).
         counted, listed = await asyncio.gather(total(), runs())
