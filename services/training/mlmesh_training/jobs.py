@@ -15,13 +15,20 @@ from typing import Any
 
 from mlmesh_common.artifacts import ArtifactStore
 from mlmesh_common.errors import Conflict, FailedPrecondition, InvalidArgument
-from mlmesh_training import engine, tuning
+from mlmesh_training import backtest, engine, tuning
 from mlmesh_training.automl import AutoML, Leaderboard
+from mlmesh_training.backtest import BacktestConfig, BacktestResult, BacktestSpec
 from mlmesh_training.catalog import Catalog, DatasetSpec, TrainingData
 from mlmesh_training.cv import CVConfig
 from mlmesh_training.engine import CVResult
 from mlmesh_training.entities import Dataset, Model, Task
-from mlmesh_training.lineage import ExperimentsRecorder, Lineage, MlflowRecorder, parent_run
+from mlmesh_training.lineage import (
+    ExperimentsRecorder,
+    Lineage,
+    MlflowRecorder,
+    parent_run,
+    series_metrics,
+)
 from mlmesh_training.plugins import get_plugin, plugins
 from mlmesh_training.plugins.base import check_seed
 from mlmesh_training.storage.base import TrainingStore
@@ -47,6 +54,7 @@ class TrainSpec:
     cv: CVConfig
     strategy_id: str = ""
     seed: int | None = None
+    backtest: BacktestSpec = field(default_factory=BacktestSpec)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,8 @@ class TrainJob:
     seed: int
     data: TrainingData
     strategy_id: str
+    cv: CVConfig
+    backtest: BacktestConfig | None  # None: no backtest (see backtest.resolve)
     kind = "train"
 
 
@@ -145,6 +155,8 @@ class TrainResult:
     experiment_id: str
     model_version: int
     bars: Dataset  # the dataset the target came from
+    backtest: BacktestResult | None = None
+    registry_run_id: str = ""  # the registry run with the oos_return/oos_equity histories
 
 
 @dataclass(frozen=True)
@@ -229,6 +241,7 @@ class Jobs:
         plugin = get_plugin(model.plugin_key)
         params = plugin.check_params(model.parameters)
         seed = check_seed(spec.seed) if spec.seed is not None else 0
+        config = backtest.resolve(spec.backtest, spec.dataset.timeframe)
         return TrainJob(
             model=model,
             plugin_key=model.plugin_key,
@@ -237,6 +250,8 @@ class Jobs:
             seed=plugin.seed_used(params, seed),
             data=await self._catalog.training_data(tenant, spec.dataset, spec.cv),
             strategy_id=spec.strategy_id,
+            cv=spec.cv,
+            backtest=config,
         )
 
     async def train(
@@ -249,21 +264,47 @@ class Jobs:
             if progress is not None:
                 await progress(done, total, f"{done}/{len(data.folds)} folds fitted")
 
+        config = job.backtest
         result = await engine.cross_validate(
-            job.plugin_key, job.params, job.seed, data.X, data.y, data.folds, fold_done
+            job.plugin_key,
+            job.params,
+            job.seed,
+            data.X,
+            data.y,
+            data.folds,
+            fold_done,
+            train_scale=config is not None and config.position == "proportional",
         )
+        tested = None
+        if config is not None:
+            tested = await asyncio.to_thread(
+                backtest.run,
+                config,
+                job.cv,
+                len(data.X),
+                result.predictions,
+                data.next_returns,
+                data.bar_index,
+            )
         blob = await engine.fit_full(job.plugin_key, job.params, job.seed, data.X, data.y)
         model = job.model
         version = model.version + 1
         stored = await self._artifacts.put(
             tenant, "models", model.id, f"v{version}/model.bin", blob
         )
-        summary = result.summary
+        summary = result.summary | ({} if tested is None else tested.summary())
         lineage = replace(
             self._lineage(tenant, data, job.strategy_id, "training"), model_version=str(version)
         )
         params = {"plugin_key": job.plugin_key, "seed": job.seed, **job.params}
-        run_id = await self._mlflow.record(f"{model.name}-v{version}", lineage, params, result)
+        if config is not None:
+            params |= {
+                "backtest.position": config.position,
+                "backtest.cost_bps": config.cost_bps,
+                "backtest.periods_per_year": config.periods_per_year,
+            }
+        run_name = f"{model.name}-v{version}"
+        run_id = await self._mlflow.record(run_name, lineage, params, result, tested)
         experiment_id = await self._experiments.record_result(
             lineage,
             run_id,
@@ -273,6 +314,15 @@ class Jobs:
             model_version=str(version),
             artifacts={"model": stored.uri},
         )
+        registry_run_id = ""
+        if tested is not None:
+            registry_run_id = await self._experiments.record_series(
+                tenant,
+                experiment_id,
+                run_name,
+                {"run_type": "training", "model_id": model.id, "mlflow_run_id": run_id},
+                series_metrics(tested),
+            )
         changes = {
             "artifact_uri": stored.uri,
             "metrics": summary,
@@ -293,6 +343,8 @@ class Jobs:
             experiment_id=experiment_id,
             model_version=version,
             bars=data.bars,
+            backtest=tested,
+            registry_run_id=registry_run_id,
         )
 
     # --- tuning --------------------------------------------------------------------------

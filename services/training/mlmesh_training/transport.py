@@ -14,6 +14,7 @@ from mlmesh_common.http import answer_instead
 from mlmesh_common.tenancy import tenant_of
 from mlmesh_common.values import struct, timestamp
 from mlmesh_training import datasets as ds
+from mlmesh_training.backtest import BacktestResult, BacktestSpec
 from mlmesh_training.catalog import DatasetSpec
 from mlmesh_training.cv import CVConfig
 from mlmesh_training.jobs import (
@@ -102,6 +103,17 @@ def _optional(message, name: str):
     return getattr(message, name) if message.HasField(name) else None
 
 
+def _backtest_spec(request) -> BacktestSpec:
+    """The request's backtest section; `given` says whether it had one."""
+    message = request.backtest
+    return BacktestSpec(
+        position=message.position,
+        cost_bps=message.cost_bps,
+        periods_per_year=_optional(message, "periods_per_year"),
+        given=request.HasField("backtest"),
+    )
+
+
 def _train_spec(request: pb.TrainModelRequest) -> TrainSpec:
     return TrainSpec(
         model_id=request.model_id,
@@ -109,6 +121,7 @@ def _train_spec(request: pb.TrainModelRequest) -> TrainSpec:
         cv=_cv_config(request.cv),
         strategy_id=request.strategy_id,
         seed=_optional(request, "seed"),
+        backtest=_backtest_spec(request),
     )
 
 
@@ -150,6 +163,43 @@ def _automl_spec(request: pb.RunAutoMLRequest) -> AutoMLSpec:
 # --- results to responses ------------------------------------------------------------------------
 
 
+def _stats(stats) -> pb.BacktestStats:
+    return pb.BacktestStats(
+        sharpe=stats.sharpe,
+        sortino=stats.sortino,
+        max_drawdown=stats.max_drawdown,
+        calmar=stats.calmar,
+        total_return=stats.total_return,
+        hit_rate=stats.hit_rate,
+        turnover=stats.turnover,
+        n_bars=stats.n_bars,
+    )
+
+
+def _backtest(result: BacktestResult) -> pb.Backtest:
+    config = result.config
+    message = pb.Backtest(
+        position=config.position,
+        cost_bps=config.cost_bps,
+        periods_per_year=config.periods_per_year,
+        folds=[pb.FoldBacktest(fold=fold, stats=_stats(stats)) for fold, stats in result.folds],
+        stitched=_stats(result.stitched),
+        psr=result.psr,
+    )
+    if result.cpcv is not None:
+        d = result.cpcv.distribution
+        message.cpcv.CopyFrom(
+            pb.CPCVPaths(
+                n_paths=len(result.cpcv.sharpes),
+                sharpes=result.cpcv.sharpes,
+                sharpe_distribution=pb.PathDistribution(
+                    mean=d.mean, std=d.std, min=d.min, q05=d.q05, q50=d.q50, q95=d.q95
+                ),
+            )
+        )
+    return message
+
+
 def _train_response(result: TrainResult) -> pb.TrainModelResponse:
     return pb.TrainModelResponse(
         model_id=result.model_id,
@@ -181,6 +231,8 @@ def _train_response(result: TrainResult) -> pb.TrainModelResponse:
         model_version=result.model_version,
         bars_id=result.bars.id,
         bars_version_hash=result.bars.version_hash,
+        backtest=None if result.backtest is None else _backtest(result.backtest),
+        registry_run_id=result.registry_run_id,
     )
 
 
