@@ -201,6 +201,42 @@ def run(
     )
 
 
+@dataclass(frozen=True)
+class Backtester:
+    """`run` bound to one job's config, CV and data: what a study's or a leaderboard's every
+    evaluation is backtested with."""
+
+    config: BacktestConfig
+    cv: CVConfig
+    n_rows: int
+    returns: pd.Series
+    bar_index: np.ndarray
+
+    @property
+    def train_scale(self) -> bool:
+        """Whether evaluations must also give their training-row prediction std."""
+        return self.config.position == "proportional"
+
+    def __call__(self, folds: list[FoldPredictions]) -> BacktestResult:
+        return run(self.config, self.cv, self.n_rows, folds, self.returns, self.bar_index)
+
+    def record(self, folds: list[FoldPredictions]) -> dict:
+        """What a trial keeps: its stitched series and statistics, or why it has none."""
+        try:
+            result = self(folds)
+        except FailedPrecondition as exc:
+            return {"oos_error": exc.message}
+        return {
+            "oos_return": [float(v) for v in result.pnl],
+            "oos_sharpe": _finite_or_none(result.stitched.sharpe),
+            "oos_psr": _finite_or_none(result.psr),
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
 def _cpcv(config, cv, n_rows, folds, held, values):
     groups = group_ranges(n_rows, cv.n_splits)
     pieces: dict[tuple[int, int], np.ndarray] = {}

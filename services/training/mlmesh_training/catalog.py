@@ -67,9 +67,16 @@ class TrainingData:
     next_returns: pd.Series
     bar_index: np.ndarray  # each row's position in the bars dataset
 
-    def shared(self) -> EvalData:
+    def shared(self, backtester: backtest.Backtester | None = None) -> EvalData:
         """The data in Ray's object store, once for every evaluation that uses it."""
-        return EvalData(ray.put(self.X), ray.put(self.y), self.folds)
+        return EvalData(ray.put(self.X), ray.put(self.y), self.folds, backtester)
+
+    def backtester(
+        self, config: backtest.BacktestConfig | None, cv: CVConfig
+    ) -> backtest.Backtester | None:
+        if config is None:
+            return None
+        return backtest.Backtester(config, cv, len(self.X), self.next_returns, self.bar_index)
 
 
 class Catalog:

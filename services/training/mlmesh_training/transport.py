@@ -26,6 +26,7 @@ from mlmesh_training.jobs import (
     TuneSpec,
 )
 from mlmesh_training.plugins import plugins
+from mlmesh_training.selection import Selection
 from mlmesh_training.service import TrainingService
 from mlmesh_training.tuning import TrialView
 
@@ -141,6 +142,8 @@ def _tune_spec(request: pb.TuneModelRequest) -> TuneSpec:
         pruning=request.pruning,
         study_name=request.study_name,
         strategy_id=request.strategy_id,
+        backtest=_backtest_spec(request),
+        rank_by=request.rank_by,
     )
 
 
@@ -157,6 +160,8 @@ def _automl_spec(request: pb.RunAutoMLRequest) -> AutoMLSpec:
         ensemble_top_k=request.ensemble_top_k,
         max_parallel=request.max_parallel,
         strategy_id=request.strategy_id,
+        backtest=_backtest_spec(request),
+        rank_by=request.rank_by,
     )
 
 
@@ -236,7 +241,44 @@ def _train_response(result: TrainResult) -> pb.TrainModelResponse:
     )
 
 
-def _trial_proto(trial: TrialView) -> pb.TuneTrial:
+def _pbo(selection: Selection) -> pb.PBO:
+    message = pb.PBO(
+        n_blocks=selection.n_blocks,
+        n_observations=selection.n_observations,
+        n_trials=selection.n_trials,
+        unavailable_reason=selection.reason,
+        unavailable_message=selection.message,
+    )
+    if selection.ok:
+        result = selection.pbo
+        message.pbo = result.pbo
+        message.prob_oos_loss = result.prob_oos_loss
+        message.degradation.CopyFrom(
+            pb.Degradation(
+                slope=result.degradation.slope,
+                intercept=result.degradation.intercept,
+                r2=result.degradation.r2,
+            )
+        )
+        message.logits.extend(float(v) for v in result.logits)
+        message.sr0 = selection.sr0
+    return message
+
+
+def _best_fields(selection: Selection | None, key, sharpe, psr) -> dict[str, Any]:
+    """A response's pbo and best_* fields; the best row's own Sharpe and PSR even when the
+    PBO is undefined."""
+    if selection is None:
+        return {}
+    return {
+        "pbo": _pbo(selection),
+        "best_sharpe": sharpe,
+        "best_psr": psr,
+        "best_dsr": selection.dsr.get(key),
+    }
+
+
+def _trial_proto(trial: TrialView, selection: Selection | None = None) -> pb.TuneTrial:
     message = pb.TuneTrial(
         number=trial.number,
         params=struct(trial.params),
@@ -246,6 +288,9 @@ def _trial_proto(trial: TrialView) -> pb.TuneTrial:
         node_id=trial.node_id,
         metrics=struct(trial.metrics),
         error=trial.error,
+        oos_sharpe=trial.oos_sharpe,
+        oos_psr=trial.oos_psr,
+        dsr=None if selection is None else selection.dsr.get(trial.number),
     )
     for name in ("started_at", "finished_at"):
         moment = getattr(trial, name)
@@ -259,7 +304,7 @@ def _tune_response(result: TuneResult) -> pb.TuneModelResponse:
         best_params=struct(result.best_params),
         best_value=result.best_value,
         n_trials_completed=result.n_trials_completed,
-        trials=[_trial_proto(t) for t in result.trials],
+        trials=[_trial_proto(t, result.selection) for t in result.trials],
         study_name=result.study_name,
         mlflow_run_id=result.mlflow_run_id,
         experiment_id=result.experiment_id,
@@ -268,11 +313,21 @@ def _tune_response(result: TuneResult) -> pb.TuneModelResponse:
         direction=result.direction,
         best_trial=result.best_trial,
         best_metrics=struct(result.best_metrics),
+        rank_by=result.rank_by,
+        **_best_fields(result.selection, result.best_trial, *_trial_oos(result)),
     )
+
+
+def _trial_oos(result: TuneResult) -> tuple[float | None, float | None]:
+    for trial in result.trials:
+        if trial.number == result.best_trial:
+            return trial.oos_sharpe, trial.oos_psr
+    return None, None
 
 
 def _automl_response(result: AutoMLResult) -> pb.RunAutoMLResponse:
     board = result.board
+    winner = board.rows[0] if board.rows and board.rows[0].rank == 1 else None
     return pb.RunAutoMLResponse(
         leaderboard=[
             pb.LeaderboardEntry(
@@ -286,6 +341,9 @@ def _automl_response(result: AutoMLResult) -> pb.RunAutoMLResponse:
                 error=row.error,
                 mlflow_run_id=run_id,
                 n_trials=row.n_trials,
+                oos_sharpe=row.oos_sharpe,
+                oos_psr=row.oos_psr,
+                dsr=None if result.selection is None else result.selection.dsr.get(row.plugin_key),
             )
             for row, run_id in zip(board.rows, result.run_ids, strict=True)
         ],
@@ -293,6 +351,13 @@ def _automl_response(result: AutoMLResult) -> pb.RunAutoMLResponse:
         direction=board.direction,
         mlflow_run_id=result.mlflow_run_id,
         experiment_id=result.experiment_id,
+        rank_by=result.rank_by,
+        **_best_fields(
+            result.selection,
+            winner.plugin_key if winner else None,
+            winner.oos_sharpe if winner else None,
+            winner.oos_psr if winner else None,
+        ),
     )
 
 
