@@ -92,6 +92,9 @@ def test_a_study_reports_pbo_and_the_best_trials_dsr(api, spx, mlflow_server):
     assert parent.data.metrics["pbo"] == pytest.approx(report.pbo.pbo, abs=TOL)
     assert parent.data.metrics["best_dsr"] == pytest.approx(best["dsr"], abs=TOL)
     assert parent.data.tags["rank_by"] == "metric"
+    experiment = api("GET", f"/api/v1/experiments/{result['experiment_id']}").json()
+    assert experiment["metrics"]["best_dsr"] == pytest.approx(best["dsr"], abs=TOL)
+    assert experiment["metrics"]["pbo"] == pytest.approx(report.pbo.pbo, abs=TOL)
 
     # rank_by dsr on the same (resumed) study: the highest DSR wins, nothing is refitted.
     again = api("POST", TUNE, json=tune_body(spx, study_name=result["study_name"], rank_by="dsr"))

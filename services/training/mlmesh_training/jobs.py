@@ -522,7 +522,7 @@ class Jobs:
             lineage,
             parent,
             {"plugin_key": study.plugin_key, **best_params},
-            best.metrics,
+            best.metrics | ({} if selection is None else selection.metrics(best.number)),
             {"run_type": "tuning", "study_name": job.study_name, "best_trial": str(best.number)},
         )
         if progress is not None:
@@ -663,7 +663,8 @@ class Jobs:
                 lineage,
                 parent,
                 {"plugin_key": winner.plugin_key, **winner.params},
-                winner.metrics or {},
+                (winner.metrics or {})
+                | ({} if selection is None else selection.metrics(winner.plugin_key)),
                 {"run_type": "automl", "rank": "1"},
             )
         else:
