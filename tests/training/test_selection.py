@@ -92,6 +92,14 @@ def test_a_study_reports_pbo_and_the_best_trials_dsr(api, spx, mlflow_server):
     assert parent.data.metrics["pbo"] == pytest.approx(report.pbo.pbo, abs=TOL)
     assert parent.data.metrics["best_dsr"] == pytest.approx(best["dsr"], abs=TOL)
     assert parent.data.tags["rank_by"] == "metric"
+    children = MlflowClient(mlflow_server.url).search_runs(
+        [parent.info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    by_number = {int(c.data.tags["trial_number"]): c for c in children}
+    for trial in trials:
+        child = by_number[trial["number"]].data.metrics
+        assert child["oos_sharpe"] == pytest.approx(trial["oos_sharpe"], abs=TOL)
     experiment = api("GET", f"/api/v1/experiments/{result['experiment_id']}").json()
     assert experiment["metrics"]["best_dsr"] == pytest.approx(best["dsr"], abs=TOL)
     assert experiment["metrics"]["pbo"] == pytest.approx(report.pbo.pbo, abs=TOL)

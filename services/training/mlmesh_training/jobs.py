@@ -457,7 +457,8 @@ class Jobs:
                     f"{job.study_name}-trial-{trial.number}",
                     trial_lineage,
                     trial.params,
-                    trial.metrics or ({} if trial.value is None else {study.metric: trial.value}),
+                    (trial.metrics or ({} if trial.value is None else {study.metric: trial.value}))
+                    | _oos(trial.oos_sharpe, trial.oos_psr),
                     {
                         "study_name": job.study_name,
                         "trial_number": str(trial.number),
@@ -634,7 +635,7 @@ class Jobs:
                     f"{row.plugin_key}-rank-{row.rank}" if row.rank else f"{row.plugin_key}-failed",
                     child,
                     {"plugin_key": row.plugin_key, **row.params},
-                    row.metrics or {},
+                    (row.metrics or {}) | _oos(row.oos_sharpe, row.oos_psr),
                     {"rank": str(row.rank), "status": row.status, "error": row.error[:5000]},
                     "FINISHED" if row.status == "SUCCEEDED" else "FAILED",
                 )
@@ -670,6 +671,12 @@ class Jobs:
         else:
             await self._mlflow.finish_parent(parent, {}, {}, "FAILED")
         return AutoMLResult(board, run_ids, parent, experiment_id, selection, job.rank_by)
+
+
+def _oos(sharpe: float | None, psr: float | None) -> dict[str, float]:
+    """A trial's or row's own out-of-sample Sharpe and PSR as its nested run's metrics."""
+    values = {"oos_sharpe": sharpe, "oos_psr": psr}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _rank_by(value: str, config: BacktestConfig | None) -> str:
