@@ -17,6 +17,7 @@ import optuna
 import ray
 
 from bench import ROOT
+from mlmesh_training import backtest
 from mlmesh_training import datasets as ds
 from mlmesh_training.catalog import TrainingData
 from mlmesh_training.cv import CVConfig, split
@@ -72,6 +73,8 @@ def training_data(setup: Setup) -> TrainingData:
         dataset_version="bench",
         feature_version="bench",
         bars=_bars_record(bars),
+        next_returns=backtest.next_returns(bars["close"], data.X.index),
+        bar_index=bars["close"].index.get_indexer(data.X.index),
     )
 
 

@@ -87,4 +87,4 @@ def test_required_and_read_only_fields(document):
     body = document["paths"]["/api/v1/models/{model_id}/train/async"]["post"]
     schema = body["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["dataset"]
-    assert set(schema["properties"]) == {"dataset", "cv", "strategy_id", "seed"}
+    assert set(schema["properties"]) == {"dataset", "cv", "strategy_id", "seed", "backtest"}

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import math
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -33,6 +33,11 @@ class Row:
     error: str = ""
     n_trials: int = 0
     rank: int = 0
+    # The stitched out-of-sample P&L (with tuning: the best trial's) and its annualized Sharpe
+    # and PSR(0); empty without a backtest.
+    oos_return: list[float] = field(default_factory=list)
+    oos_sharpe: float | None = None
+    oos_psr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,17 @@ class Leaderboard:
     rows: list[Row]
     metric: str
     direction: str
+
+
+def rank_by_score(rows: list[Row], scores: dict[str, float]) -> list[Row]:
+    """Successful rows by `scores` (plugin key -> e.g. DSR), highest first, rows without one
+    after them (ties by plugin key), ranked from 1; failed rows last with rank 0."""
+    ok = [r for r in rows if r.rank]
+    ok.sort(
+        key=lambda r: (r.plugin_key not in scores, -scores.get(r.plugin_key, 0.0), r.plugin_key)
+    )
+    failed = [r for r in rows if not r.rank]
+    return [replace(r, rank=i) for i, r in enumerate(ok, start=1)] + failed
 
 
 def rank(rows: list[Row], direction: str) -> list[Row]:
@@ -109,10 +125,15 @@ class AutoML:
                     self._data.X_ref,
                     self._data.y_ref,
                     self._data.folds,
+                    train_scale=self._data.train_scale,
                 )
                 async with contextlib.aclosing(stream):
                     async for evaluation in stream:
                         folds.append(evaluation)
+            tested = {}
+            if self._data.backtester is not None:
+                predictions = [f.predictions for f in folds]
+                tested = await asyncio.to_thread(self._data.backtester.record, predictions)
         except ray.exceptions.RayTaskError as error:
             return Row(plugin_key, params, status="FAILED", error=engine.task_error(error))
         except ray.exceptions.RayError as error:
@@ -124,6 +145,9 @@ class AutoML:
             score=summary[self._metric],
             metrics=summary,
             fit_time_s=folds[-1].finished - folds[0].started,
+            oos_return=tested.get("oos_return", []),
+            oos_sharpe=tested.get("oos_sharpe"),
+            oos_psr=tested.get("oos_psr"),
         )
 
     async def _tune(self, plugin_key: str, params: dict[str, Any], n_trials: int) -> Row:
@@ -159,6 +183,9 @@ class AutoML:
             metrics=best.metrics,
             fit_time_s=best.duration_s,
             n_trials=result.n_finished,
+            oos_return=best.oos_return,
+            oos_sharpe=best.oos_sharpe,
+            oos_psr=best.oos_psr,
         )
 
 

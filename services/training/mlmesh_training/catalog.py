@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray
 
@@ -23,6 +24,7 @@ from mlmesh_common.resources import (
     page_window,
 )
 from mlmesh_common.text import check_no_nul
+from mlmesh_training import backtest
 from mlmesh_training import datasets as ds
 from mlmesh_training.cv import CVConfig, split
 from mlmesh_training.entities import Dataset, Model
@@ -61,10 +63,20 @@ class TrainingData:
     dataset_version: str
     feature_version: str
     bars: Dataset  # the dataset the target came from
+    # r_{t+1} = close[t+1] / close[t] - 1 of the bars at each row (NaN without a next bar).
+    next_returns: pd.Series
+    bar_index: np.ndarray  # each row's position in the bars dataset
 
-    def shared(self) -> EvalData:
+    def shared(self, backtester: backtest.Backtester | None = None) -> EvalData:
         """The data in Ray's object store, once for every evaluation that uses it."""
-        return EvalData(ray.put(self.X), ray.put(self.y), self.folds)
+        return EvalData(ray.put(self.X), ray.put(self.y), self.folds, backtester)
+
+    def backtester(
+        self, config: backtest.BacktestConfig | None, cv: CVConfig
+    ) -> backtest.Backtester | None:
+        if config is None:
+            return None
+        return backtest.Backtester(config, cv, len(self.X), self.next_returns, self.bar_index)
 
 
 class Catalog:
@@ -256,6 +268,8 @@ class Catalog:
             dataset_version=bars.version_hash[:16],
             feature_version=hashlib.sha256(feature_hashes.encode()).hexdigest()[:16],
             bars=bars,
+            next_returns=backtest.next_returns(close, assembled.X.index),
+            bar_index=close.index.get_indexer(assembled.X.index),
         )
 
     async def _bars(self, tenant: str, spec: DatasetSpec) -> Dataset:

@@ -166,13 +166,19 @@ def _walk_forward(n_rows: int, config: CVConfig, horizon: int, purge: bool) -> l
     return folds
 
 
+def group_ranges(n_rows: int, n_groups: int) -> list[Range]:
+    """The row ranges of the contiguous purged k-fold/CPCV groups, in time order; their sizes
+    differ by at most one."""
+    edges = [g * n_rows // n_groups for g in range(n_groups + 1)]
+    return list(itertools.pairwise(edges))
+
+
 def _purged_layout(
     n_rows: int, config: CVConfig, horizon: int, purge: bool
 ) -> Iterator[tuple[tuple[int, ...], list[Range], list[Range]]]:
     """Per fold: the CPCV groups it tests (empty for purged k-fold), its test blocks, and the
     merged row ranges kept out of training (test blocks widened by purge and embargo)."""
-    edges = [g * n_rows // config.n_splits for g in range(config.n_splits + 1)]
-    groups = list(itertools.pairwise(edges))
+    groups = group_ranges(n_rows, config.n_splits)
     if purge:
         before = horizon + (config.gap or 0)
         after = horizon + config.embargo_rows(n_rows)

@@ -7,7 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ import ray
 import structlog
 
 from mlmesh_common.errors import DomainError, FailedPrecondition, Unavailable
+from mlmesh_training.backtest import FoldPredictions
 from mlmesh_training.cv import Fold
 from mlmesh_training.plugins import get_plugin
 
@@ -42,6 +43,8 @@ class FoldScore:
 @dataclass(frozen=True)
 class CVResult:
     folds: list[FoldScore]
+    # Each fold's out-of-sample predictions and training-row prediction std, in fold order.
+    predictions: list[FoldPredictions] = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, float]:
@@ -78,6 +81,7 @@ class FoldEvaluation:
     node_id: str
     started: float  # the task's start, epoch seconds
     finished: float  # this fold's end, epoch seconds
+    predictions: FoldPredictions | None = None
 
 
 # Fits folds in turn inside one Ray task and scores them out of sample. A tuning trial or an
@@ -85,7 +89,13 @@ class FoldEvaluation:
 # by the driver, not replayed behind its back. Training runs one task per fold, retried.
 @ray.remote(num_cpus=1, max_retries=0)
 def _evaluate(
-    plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series, folds
+    plugin_key: str,
+    params: dict,
+    seed: int,
+    X: pd.DataFrame,
+    y: pd.Series,
+    folds,
+    train_scale: bool = False,
 ) -> list[FoldEvaluation]:
     started = time.time()
     node_id = ray.get_runtime_context().get_node_id()
@@ -97,9 +107,21 @@ def _evaluate(
         # Feature rows before the test window are known at prediction time (no labels in them);
         # sequence models use them as context for the first test rows.
         predictions = fitted.predict(X.iloc[fold.test], history=X.iloc[: fold.test[0]])
-        score = fold_score(fold, X.index, truth, np.asarray(predictions, dtype=float), node_id)
-        evaluations.append(FoldEvaluation(score, node_id, started, time.time()))
+        predictions = np.asarray(predictions, dtype=float)
+        score = fold_score(fold, X.index, truth, predictions, node_id)
+        # The backtest's `proportional` positions divide by this (docs/statistics.md).
+        scale = _train_scale(fitted, X.iloc[fold.train]) if train_scale else float("nan")
+        kept = FoldPredictions(fold.index, fold.test, predictions, scale, fold.test_groups)
+        evaluations.append(FoldEvaluation(score, node_id, started, time.time(), kept))
     return evaluations
+
+
+def _train_scale(fitted, X_train: pd.DataFrame) -> float:
+    """The std (ddof=1) of a fitted model's finite predictions on its own training rows; NaN
+    when it has none to take."""
+    values = np.asarray(fitted.predict(X_train), dtype=float)
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
 
 
 async def evaluate(
@@ -111,6 +133,7 @@ async def evaluate(
     folds: Sequence[Fold],
     *,
     fold_by_fold: bool = False,
+    train_scale: bool = False,
 ) -> AsyncIterator[FoldEvaluation]:
     """Runs one cross-validation on Ray and yields its scored folds. The whole CV is one Ray
     task; with `fold_by_fold` (pruning) each fold is its own task, started only once the caller
@@ -118,7 +141,7 @@ async def evaluate(
     not streaming generators: the Ray Client (`ray://`) supports no generators."""
     chunks = [[fold] for fold in folds] if fold_by_fold else [list(folds)]
     for chunk in chunks:
-        ref = _evaluate.remote(plugin_key, params, seed, X_ref, y_ref, chunk)
+        ref = _evaluate.remote(plugin_key, params, seed, X_ref, y_ref, chunk, train_scale)
         try:
             evaluations = await ref
         except asyncio.CancelledError:
@@ -199,24 +222,29 @@ async def cross_validate(
     y: pd.Series,
     folds: Sequence[Fold],
     on_progress: Progress | None = None,
+    train_scale: bool = False,
 ) -> CVResult:
-    """Fits every fold in parallel on Ray and scores it out of sample."""
+    """Fits every fold in parallel on Ray and scores it out of sample; with `train_scale`
+    each fold also predicts its training rows for the std of those predictions."""
     X_ref, y_ref = ray.put(X), ray.put(y)
     # Ray's default of three retries: a lost fold is simply fitted again.
     fit = _evaluate.options(max_retries=3)
     refs = {
-        fold.index: fit.remote(plugin_key, params, seed, X_ref, y_ref, [fold]) for fold in folds
+        fold.index: fit.remote(plugin_key, params, seed, X_ref, y_ref, [fold], train_scale)
+        for fold in folds
     }
 
     async def fitted(fold: Fold) -> list[FoldEvaluation]:
         return await refs[fold.index]
 
     scores: dict[int, FoldScore] = {}
+    kept: dict[int, FoldPredictions] = {}
     tasks = [asyncio.ensure_future(fitted(fold)) for fold in folds]
     try:
         for done in asyncio.as_completed(tasks):
             [evaluation] = await done
             scores[evaluation.score.fold] = evaluation.score
+            kept[evaluation.score.fold] = evaluation.predictions
             if on_progress is not None:
                 await on_progress(len(scores), len(folds))
     except BaseException:
@@ -226,7 +254,7 @@ async def cross_validate(
         for ref in refs.values():
             ray.cancel(ref)
         raise
-    return CVResult([scores[f.index] for f in folds])
+    return CVResult([scores[f.index] for f in folds], [kept[f.index] for f in folds])
 
 
 def fold_score(

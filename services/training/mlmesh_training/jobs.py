@@ -15,15 +15,23 @@ from typing import Any
 
 from mlmesh_common.artifacts import ArtifactStore
 from mlmesh_common.errors import Conflict, FailedPrecondition, InvalidArgument
-from mlmesh_training import engine, tuning
-from mlmesh_training.automl import AutoML, Leaderboard
+from mlmesh_training import backtest, engine, tuning
+from mlmesh_training.automl import AutoML, Leaderboard, rank_by_score
+from mlmesh_training.backtest import BacktestConfig, BacktestResult, BacktestSpec
 from mlmesh_training.catalog import Catalog, DatasetSpec, TrainingData
 from mlmesh_training.cv import CVConfig
 from mlmesh_training.engine import CVResult
 from mlmesh_training.entities import Dataset, Model, Task
-from mlmesh_training.lineage import ExperimentsRecorder, Lineage, MlflowRecorder, parent_run
+from mlmesh_training.lineage import (
+    ExperimentsRecorder,
+    Lineage,
+    MlflowRecorder,
+    parent_run,
+    series_metrics,
+)
 from mlmesh_training.plugins import get_plugin, plugins
 from mlmesh_training.plugins.base import check_seed
+from mlmesh_training.selection import RANK_BY, Selection, select
 from mlmesh_training.storage.base import TrainingStore
 from mlmesh_training.tasks import Progress, TaskRunner
 from mlmesh_training.tuning import StudySpec, TrialView, Tuner
@@ -47,6 +55,7 @@ class TrainSpec:
     cv: CVConfig
     strategy_id: str = ""
     seed: int | None = None
+    backtest: BacktestSpec = field(default_factory=BacktestSpec)
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,8 @@ class TuneSpec:
     pruning: bool = False
     study_name: str = ""
     strategy_id: str = ""
+    backtest: BacktestSpec = field(default_factory=BacktestSpec)
+    rank_by: str = ""  # metric (default) or dsr
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class AutoMLSpec:
     ensemble_top_k: int = 0
     max_parallel: int = 0
     strategy_id: str = ""
+    backtest: BacktestSpec = field(default_factory=BacktestSpec)
+    rank_by: str = ""
 
 
 # --- validated jobs ------------------------------------------------------------------------------
@@ -98,6 +111,8 @@ class TrainJob:
     seed: int
     data: TrainingData
     strategy_id: str
+    cv: CVConfig
+    backtest: BacktestConfig | None  # None: no backtest (see backtest.resolve)
     kind = "train"
 
 
@@ -109,6 +124,9 @@ class TuneJob:
     study_name: str  # as the tenant named it
     data: TrainingData
     strategy_id: str
+    cv: CVConfig
+    backtest: BacktestConfig | None
+    rank_by: str
     kind = "tune"
 
 
@@ -125,6 +143,9 @@ class AutoMLJob:
     max_parallel: int
     data: TrainingData
     strategy_id: str
+    cv: CVConfig
+    backtest: BacktestConfig | None
+    rank_by: str
     kind = "automl"
 
 
@@ -145,6 +166,8 @@ class TrainResult:
     experiment_id: str
     model_version: int
     bars: Dataset  # the dataset the target came from
+    backtest: BacktestResult | None = None
+    registry_run_id: str = ""  # the registry run with the oos_return/oos_equity histories
 
 
 @dataclass(frozen=True)
@@ -161,6 +184,8 @@ class TuneResult:
     direction: str
     best_trial: int
     best_metrics: dict[str, float]
+    selection: Selection | None = None  # None: no backtest
+    rank_by: str = "metric"
 
 
 @dataclass(frozen=True)
@@ -169,6 +194,8 @@ class AutoMLResult:
     run_ids: list[str]  # each row's nested MLflow run, in the board's order
     mlflow_run_id: str  # the leaderboard's parent run
     experiment_id: str  # empty when every candidate failed
+    selection: Selection | None = None
+    rank_by: str = "metric"
 
 
 Result = TrainResult | TuneResult | AutoMLResult
@@ -229,6 +256,7 @@ class Jobs:
         plugin = get_plugin(model.plugin_key)
         params = plugin.check_params(model.parameters)
         seed = check_seed(spec.seed) if spec.seed is not None else 0
+        config = backtest.resolve(spec.backtest, spec.dataset.timeframe)
         return TrainJob(
             model=model,
             plugin_key=model.plugin_key,
@@ -237,6 +265,8 @@ class Jobs:
             seed=plugin.seed_used(params, seed),
             data=await self._catalog.training_data(tenant, spec.dataset, spec.cv),
             strategy_id=spec.strategy_id,
+            cv=spec.cv,
+            backtest=config,
         )
 
     async def train(
@@ -249,21 +279,47 @@ class Jobs:
             if progress is not None:
                 await progress(done, total, f"{done}/{len(data.folds)} folds fitted")
 
+        config = job.backtest
         result = await engine.cross_validate(
-            job.plugin_key, job.params, job.seed, data.X, data.y, data.folds, fold_done
+            job.plugin_key,
+            job.params,
+            job.seed,
+            data.X,
+            data.y,
+            data.folds,
+            fold_done,
+            train_scale=config is not None and config.position == "proportional",
         )
+        tested = None
+        if config is not None:
+            tested = await asyncio.to_thread(
+                backtest.run,
+                config,
+                job.cv,
+                len(data.X),
+                result.predictions,
+                data.next_returns,
+                data.bar_index,
+            )
         blob = await engine.fit_full(job.plugin_key, job.params, job.seed, data.X, data.y)
         model = job.model
         version = model.version + 1
         stored = await self._artifacts.put(
             tenant, "models", model.id, f"v{version}/model.bin", blob
         )
-        summary = result.summary
+        summary = result.summary | ({} if tested is None else tested.summary())
         lineage = replace(
             self._lineage(tenant, data, job.strategy_id, "training"), model_version=str(version)
         )
         params = {"plugin_key": job.plugin_key, "seed": job.seed, **job.params}
-        run_id = await self._mlflow.record(f"{model.name}-v{version}", lineage, params, result)
+        if config is not None:
+            params |= {
+                "backtest.position": config.position,
+                "backtest.cost_bps": config.cost_bps,
+                "backtest.periods_per_year": config.periods_per_year,
+            }
+        run_name = f"{model.name}-v{version}"
+        run_id = await self._mlflow.record(run_name, lineage, params, result, tested)
         experiment_id = await self._experiments.record_result(
             lineage,
             run_id,
@@ -273,6 +329,15 @@ class Jobs:
             model_version=str(version),
             artifacts={"model": stored.uri},
         )
+        registry_run_id = ""
+        if tested is not None:
+            registry_run_id = await self._experiments.record_series(
+                tenant,
+                experiment_id,
+                run_name,
+                {"run_type": "training", "model_id": model.id, "mlflow_run_id": run_id},
+                series_metrics(tested),
+            )
         changes = {
             "artifact_uri": stored.uri,
             "metrics": summary,
@@ -293,6 +358,8 @@ class Jobs:
             experiment_id=experiment_id,
             model_version=version,
             bars=data.bars,
+            backtest=tested,
+            registry_run_id=registry_run_id,
         )
 
     # --- tuning --------------------------------------------------------------------------
@@ -322,6 +389,8 @@ class Jobs:
             raise InvalidArgument("timeout_s must be a positive number", reason="INVALID_TIMEOUT")
         seed = check_seed(spec.seed) if spec.seed is not None else None
         max_parallel = _max_parallel(spec.max_parallel)
+        config = backtest.resolve(spec.backtest, spec.dataset.timeframe)
+        rank_by = _rank_by(spec.rank_by, config)
         study_name = spec.study_name or f"tune-{uuid.uuid4().hex[:12]}"
         if not STUDY_NAME.fullmatch(study_name):
             raise InvalidArgument(
@@ -340,6 +409,7 @@ class Jobs:
             "dataset_version": data.dataset_version,
             "feature_version": data.feature_version,
             "cv": asdict(spec.cv),
+            "backtest": None if config is None else asdict(config),
         }
         study = StudySpec(
             name=f"{tenant}/{study_name}",
@@ -355,7 +425,7 @@ class Jobs:
             pruning=spec.pruning,
             identity=identity,
         )
-        return TuneJob(study, study_name, data, spec.strategy_id)
+        return TuneJob(study, study_name, data, spec.strategy_id, spec.cv, config, rank_by)
 
     async def tune(self, tenant: str, job: TuneJob, progress: Progress | None = None) -> TuneResult:
         study = job.study
@@ -387,7 +457,8 @@ class Jobs:
                     f"{job.study_name}-trial-{trial.number}",
                     trial_lineage,
                     trial.params,
-                    trial.metrics or ({} if trial.value is None else {study.metric: trial.value}),
+                    (trial.metrics or ({} if trial.value is None else {study.metric: trial.value}))
+                    | _oos(trial.oos_sharpe, trial.oos_psr),
                     {
                         "study_name": job.study_name,
                         "trial_number": str(trial.number),
@@ -404,10 +475,22 @@ class Jobs:
                     await progress(done, total, f"{done}/{total} trials finished{tail}")
 
             async with parent_run(self._mlflow, parent):
+                shared = job.data.shared(job.data.backtester(job.backtest, job.cv))
                 result = await self._tuner.drive(
-                    opened, study, job.data.shared(), on_trial=on_trial, progress=trial_done
+                    opened, study, shared, on_trial=on_trial, progress=trial_done
                 )
         best = result.best
+        selection = None
+        if job.backtest is not None:
+            tested = [t for t in result.trials if t.state == "COMPLETE" and t.oos_return]
+            selection = await asyncio.to_thread(
+                select,
+                [t.number for t in tested],
+                [t.oos_return for t in tested],
+                job.backtest.periods_per_year,
+            )
+            if job.rank_by == "dsr" and selection.ok:
+                best = max(tested, key=lambda t: (selection.dsr[t.number], -t.number))
         if best is None:
             await self._mlflow.finish_parent(parent, {}, {}, "FAILED")
             errors = [t.error for t in result.trials if t.error and t.state == "FAIL"]
@@ -418,8 +501,21 @@ class Jobs:
             )
         await self._mlflow.finish_parent(
             parent,
-            {"best_value": best.value, "n_trials_completed": float(result.n_finished)},
-            {"best_trial": str(best.number), "best_params": json.dumps(best.params)},
+            {
+                "best_value": best.value,
+                "n_trials_completed": float(result.n_finished),
+                **({} if selection is None else selection.metrics(best.number)),
+            },
+            {
+                "best_trial": str(best.number),
+                "best_params": json.dumps(best.params),
+                "rank_by": job.rank_by,
+                **(
+                    {}
+                    if selection is None or selection.ok
+                    else {"pbo_unavailable": selection.message}
+                ),
+            },
             "FINISHED",
         )
         best_params = get_plugin(study.plugin_key).check_params(best.params)
@@ -427,7 +523,7 @@ class Jobs:
             lineage,
             parent,
             {"plugin_key": study.plugin_key, **best_params},
-            best.metrics,
+            best.metrics | ({} if selection is None else selection.metrics(best.number)),
             {"run_type": "tuning", "study_name": job.study_name, "best_trial": str(best.number)},
         )
         if progress is not None:
@@ -445,6 +541,8 @@ class Jobs:
             direction=study.direction,
             best_trial=best.number,
             best_metrics=best.metrics,
+            selection=selection,
+            rank_by=job.rank_by,
         )
 
     # --- AutoML --------------------------------------------------------------------------
@@ -478,6 +576,8 @@ class Jobs:
                 reason="INVALID_ENSEMBLE_TOP_K",
             )
         metric = tuning.resolve_metric(spec.metric)
+        config = backtest.resolve(spec.backtest, spec.dataset.timeframe)
+        rank_by = _rank_by(spec.rank_by, config)
         return AutoMLJob(
             candidates=checked,
             metric=metric,
@@ -488,6 +588,9 @@ class Jobs:
             max_parallel=_max_parallel(spec.max_parallel),
             data=await self._catalog.training_data(tenant, spec.dataset, spec.cv),
             strategy_id=spec.strategy_id,
+            cv=spec.cv,
+            backtest=config,
+            rank_by=rank_by,
         )
 
     async def automl(
@@ -508,9 +611,21 @@ class Jobs:
             {},
         )
         async with parent_run(self._mlflow, parent):
-            board = await AutoML(
-                job.data.shared(), job.metric, job.direction, job.seed, job.max_parallel
-            ).run(job.candidates, job.tune_trials, job.ensemble_top_k, progress)
+            shared = job.data.shared(job.data.backtester(job.backtest, job.cv))
+            board = await AutoML(shared, job.metric, job.direction, job.seed, job.max_parallel).run(
+                job.candidates, job.tune_trials, job.ensemble_top_k, progress
+            )
+        selection = None
+        if job.backtest is not None:
+            tested = [r for r in board.rows if r.rank and r.oos_return]
+            selection = await asyncio.to_thread(
+                select,
+                [r.plugin_key for r in tested],
+                [r.oos_return for r in tested],
+                job.backtest.periods_per_year,
+            )
+            if job.rank_by == "dsr" and selection.ok:
+                board = replace(board, rows=rank_by_score(board.rows, selection.dsr))
         child = replace(lineage, run_type="automl_candidate")
         run_ids = []
         for row in board.rows:
@@ -520,7 +635,7 @@ class Jobs:
                     f"{row.plugin_key}-rank-{row.rank}" if row.rank else f"{row.plugin_key}-failed",
                     child,
                     {"plugin_key": row.plugin_key, **row.params},
-                    row.metrics or {},
+                    (row.metrics or {}) | _oos(row.oos_sharpe, row.oos_psr),
                     {"rank": str(row.rank), "status": row.status, "error": row.error[:5000]},
                     "FINISHED" if row.status == "SUCCEEDED" else "FAILED",
                 )
@@ -530,20 +645,53 @@ class Jobs:
         if winner is not None:
             await self._mlflow.finish_parent(
                 parent,
-                {f"best_{job.metric}": winner.score},
-                {"best_plugin": winner.plugin_key},
+                {
+                    f"best_{job.metric}": winner.score,
+                    **({} if selection is None else selection.metrics(winner.plugin_key)),
+                },
+                {
+                    "best_plugin": winner.plugin_key,
+                    "rank_by": job.rank_by,
+                    **(
+                        {}
+                        if selection is None or selection.ok
+                        else {"pbo_unavailable": selection.message}
+                    ),
+                },
                 "FINISHED",
             )
             experiment_id = await self._experiments.record_result(
                 lineage,
                 parent,
                 {"plugin_key": winner.plugin_key, **winner.params},
-                winner.metrics or {},
+                (winner.metrics or {})
+                | ({} if selection is None else selection.metrics(winner.plugin_key)),
                 {"run_type": "automl", "rank": "1"},
             )
         else:
             await self._mlflow.finish_parent(parent, {}, {}, "FAILED")
-        return AutoMLResult(board, run_ids, parent, experiment_id)
+        return AutoMLResult(board, run_ids, parent, experiment_id, selection, job.rank_by)
+
+
+def _oos(sharpe: float | None, psr: float | None) -> dict[str, float]:
+    """A trial's or row's own out-of-sample Sharpe and PSR as its nested run's metrics."""
+    values = {"oos_sharpe": sharpe, "oos_psr": psr}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _rank_by(value: str, config: BacktestConfig | None) -> str:
+    rank_by = value or "metric"
+    if rank_by not in RANK_BY:
+        raise InvalidArgument(
+            f"rank_by must be one of {', '.join(RANK_BY)}, got {value!r}",
+            reason="INVALID_RANK_BY",
+        )
+    if rank_by == "dsr" and config is None:
+        raise InvalidArgument(
+            "rank_by dsr needs a backtest: give a backtest section with periods_per_year",
+            reason="INVALID_RANK_BY",
+        )
+    return rank_by
 
 
 def _max_parallel(value: int) -> int:

@@ -28,9 +28,25 @@ from mlmesh.experiments.v1 import (
 from mlmesh_common.errors import DomainError, Unavailable
 from mlmesh_common.tenancy import DEFAULT_TENANT, TENANT_HEADER
 from mlmesh_common.values import struct
+from mlmesh_training.backtest import BacktestResult
 from mlmesh_training.engine import CVResult
 
 TENANT_TAG = "mlmesh.tenant"
+# Metrics per MLflow log_batch call, and per registry LogBatch call.
+MLFLOW_BATCH = 1000
+REGISTRY_BATCH = 10_000
+
+
+def series_metrics(result: BacktestResult) -> list[tuple[str, float, int, int]]:
+    """The stitched out-of-sample `oos_return` and `oos_equity` histories as (key, value,
+    step, timestamp ms): step is the bar's index in the bars dataset, timestamp its time."""
+    stamps = [int(t.value // 1_000_000) for t in result.times]
+    steps = [int(i) for i in result.bars]
+    return [
+        (key, float(value), step, stamp)
+        for key, values in (("oos_return", result.pnl), ("oos_equity", result.equity))
+        for value, step, stamp in zip(values, steps, stamps, strict=True)
+    ]
 
 
 def detect_git_commit() -> str:
@@ -90,8 +106,9 @@ class MlflowRecorder:
         lineage: Lineage,
         params: dict[str, Any],
         result: CVResult,
+        backtest: BacktestResult | None = None,
     ) -> str:
-        return await self._call(self._record, run_name, lineage, params, result)
+        return await self._call(self._record, run_name, lineage, params, result, backtest)
 
     async def _call(self, function, *args, **kwargs):
         call = functools.partial(function, *args, **kwargs)
@@ -175,7 +192,14 @@ class MlflowRecorder:
         )
         self._client.set_terminated(run_id, status)
 
-    def _record(self, run_name: str, lineage: Lineage, params: dict, result: CVResult) -> str:
+    def _record(
+        self,
+        run_name: str,
+        lineage: Lineage,
+        params: dict,
+        result: CVResult,
+        backtest: BacktestResult | None,
+    ) -> str:
         experiment_id = self._experiment_id()
         run = self._client.create_run(experiment_id, run_name=run_name, tags=lineage.tags())
         run_id = run.info.run_id
@@ -186,12 +210,22 @@ class MlflowRecorder:
             for name in ("mse", "mae", "directional_accuracy")
         ]
         metrics += [Metric(name, value, now, 0) for name, value in result.summary.items()]
+        if backtest is not None:
+            metrics += [
+                Metric(name, value, now, fold)
+                for fold, values in backtest.fold_metrics()
+                for name, value in values.items()
+            ]
+            metrics += [Metric(k, v, now, 0) for k, v in backtest.summary().items()]
+            metrics += [Metric(k, v, stamp, step) for k, v, step, stamp in series_metrics(backtest)]
         self._client.log_batch(
             run_id,
-            metrics=metrics,
+            metrics=metrics[:MLFLOW_BATCH],
             params=_params(params),
             tags=[RunTag("mlmesh.n_folds", str(len(result.folds)))],
         )
+        for start in range(MLFLOW_BATCH, len(metrics), MLFLOW_BATCH):
+            self._client.log_batch(run_id, metrics=metrics[start : start + MLFLOW_BATCH])
         self._client.set_terminated(run_id, "FINISHED")
         return run_id
 
@@ -259,6 +293,49 @@ class ExperimentsRecorder:
                 **fields,
             },
         )
+
+    async def record_series(
+        self,
+        tenant: str,
+        experiment_id: str,
+        name: str,
+        tags: dict[str, str],
+        points: list[tuple[str, float, int, int]],
+    ) -> str:
+        """A finished registry run of the Experiment `experiment_id` holding metric histories
+        (key, value, step, timestamp ms); returns its id."""
+        metadata = [(TENANT_HEADER, tenant)]
+        try:
+            run = await self._stub.CreateRun(
+                experiments_service_pb2.CreateRunRequest(
+                    experiment_id=experiment_id, name=name, tags=tags
+                ),
+                metadata=metadata,
+                timeout=self._timeout_s,
+            )
+            for start in range(0, len(points), REGISTRY_BATCH):
+                batch = [
+                    experiments_service_pb2.MetricInput(
+                        key=key, value=value, step=step, timestamp=stamp
+                    )
+                    for key, value, step, stamp in points[start : start + REGISTRY_BATCH]
+                ]
+                await self._stub.LogBatch(
+                    experiments_service_pb2.LogBatchRequest(run_id=run.id, metrics=batch),
+                    metadata=metadata,
+                    timeout=self._timeout_s,
+                )
+            await self._stub.EndRun(
+                experiments_service_pb2.EndRunRequest(run_id=run.id),
+                metadata=metadata,
+                timeout=self._timeout_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise Unavailable(
+                f"the experiments service at {self._address} failed: {exc.details()}",
+                reason="EXPERIMENTS_UNAVAILABLE",
+            ) from exc
+        return run.id
 
     async def record(self, tenant: str, fields: dict[str, Any]) -> str:
         parameters = struct(fields.pop("parameters", {}))

@@ -14,6 +14,7 @@ from mlmesh_common.http import answer_instead
 from mlmesh_common.tenancy import tenant_of
 from mlmesh_common.values import struct, timestamp
 from mlmesh_training import datasets as ds
+from mlmesh_training.backtest import BacktestResult, BacktestSpec
 from mlmesh_training.catalog import DatasetSpec
 from mlmesh_training.cv import CVConfig
 from mlmesh_training.jobs import (
@@ -25,6 +26,7 @@ from mlmesh_training.jobs import (
     TuneSpec,
 )
 from mlmesh_training.plugins import plugins
+from mlmesh_training.selection import Selection
 from mlmesh_training.service import TrainingService
 from mlmesh_training.tuning import TrialView
 
@@ -102,6 +104,17 @@ def _optional(message, name: str):
     return getattr(message, name) if message.HasField(name) else None
 
 
+def _backtest_spec(request) -> BacktestSpec:
+    """The request's backtest section; `given` says whether it had one."""
+    message = request.backtest
+    return BacktestSpec(
+        position=message.position,
+        cost_bps=message.cost_bps,
+        periods_per_year=_optional(message, "periods_per_year"),
+        given=request.HasField("backtest"),
+    )
+
+
 def _train_spec(request: pb.TrainModelRequest) -> TrainSpec:
     return TrainSpec(
         model_id=request.model_id,
@@ -109,6 +122,7 @@ def _train_spec(request: pb.TrainModelRequest) -> TrainSpec:
         cv=_cv_config(request.cv),
         strategy_id=request.strategy_id,
         seed=_optional(request, "seed"),
+        backtest=_backtest_spec(request),
     )
 
 
@@ -128,6 +142,8 @@ def _tune_spec(request: pb.TuneModelRequest) -> TuneSpec:
         pruning=request.pruning,
         study_name=request.study_name,
         strategy_id=request.strategy_id,
+        backtest=_backtest_spec(request),
+        rank_by=request.rank_by,
     )
 
 
@@ -144,10 +160,49 @@ def _automl_spec(request: pb.RunAutoMLRequest) -> AutoMLSpec:
         ensemble_top_k=request.ensemble_top_k,
         max_parallel=request.max_parallel,
         strategy_id=request.strategy_id,
+        backtest=_backtest_spec(request),
+        rank_by=request.rank_by,
     )
 
 
 # --- results to responses ------------------------------------------------------------------------
+
+
+def _stats(stats) -> pb.BacktestStats:
+    return pb.BacktestStats(
+        sharpe=stats.sharpe,
+        sortino=stats.sortino,
+        max_drawdown=stats.max_drawdown,
+        calmar=stats.calmar,
+        total_return=stats.total_return,
+        hit_rate=stats.hit_rate,
+        turnover=stats.turnover,
+        n_bars=stats.n_bars,
+    )
+
+
+def _backtest(result: BacktestResult) -> pb.Backtest:
+    config = result.config
+    message = pb.Backtest(
+        position=config.position,
+        cost_bps=config.cost_bps,
+        periods_per_year=config.periods_per_year,
+        folds=[pb.FoldBacktest(fold=fold, stats=_stats(stats)) for fold, stats in result.folds],
+        stitched=_stats(result.stitched),
+        psr=result.psr,
+    )
+    if result.cpcv is not None:
+        d = result.cpcv.distribution
+        message.cpcv.CopyFrom(
+            pb.CPCVPaths(
+                n_paths=len(result.cpcv.sharpes),
+                sharpes=result.cpcv.sharpes,
+                sharpe_distribution=pb.PathDistribution(
+                    mean=d.mean, std=d.std, min=d.min, q05=d.q05, q50=d.q50, q95=d.q95
+                ),
+            )
+        )
+    return message
 
 
 def _train_response(result: TrainResult) -> pb.TrainModelResponse:
@@ -181,10 +236,49 @@ def _train_response(result: TrainResult) -> pb.TrainModelResponse:
         model_version=result.model_version,
         bars_id=result.bars.id,
         bars_version_hash=result.bars.version_hash,
+        backtest=None if result.backtest is None else _backtest(result.backtest),
+        registry_run_id=result.registry_run_id,
     )
 
 
-def _trial_proto(trial: TrialView) -> pb.TuneTrial:
+def _pbo(selection: Selection) -> pb.PBO:
+    message = pb.PBO(
+        n_blocks=selection.n_blocks,
+        n_observations=selection.n_observations,
+        n_trials=selection.n_trials,
+        unavailable_reason=selection.reason,
+        unavailable_message=selection.message,
+    )
+    if selection.ok:
+        result = selection.pbo
+        message.pbo = result.pbo
+        message.prob_oos_loss = result.prob_oos_loss
+        message.degradation.CopyFrom(
+            pb.Degradation(
+                slope=result.degradation.slope,
+                intercept=result.degradation.intercept,
+                r2=result.degradation.r2,
+            )
+        )
+        message.logits.extend(float(v) for v in result.logits)
+        message.sr0 = selection.sr0
+    return message
+
+
+def _best_fields(selection: Selection | None, key, sharpe, psr) -> dict[str, Any]:
+    """A response's pbo and best_* fields; the best row's own Sharpe and PSR even when the
+    PBO is undefined."""
+    if selection is None:
+        return {}
+    return {
+        "pbo": _pbo(selection),
+        "best_sharpe": sharpe,
+        "best_psr": psr,
+        "best_dsr": selection.dsr.get(key),
+    }
+
+
+def _trial_proto(trial: TrialView, selection: Selection | None = None) -> pb.TuneTrial:
     message = pb.TuneTrial(
         number=trial.number,
         params=struct(trial.params),
@@ -194,6 +288,9 @@ def _trial_proto(trial: TrialView) -> pb.TuneTrial:
         node_id=trial.node_id,
         metrics=struct(trial.metrics),
         error=trial.error,
+        oos_sharpe=trial.oos_sharpe,
+        oos_psr=trial.oos_psr,
+        dsr=None if selection is None else selection.dsr.get(trial.number),
     )
     for name in ("started_at", "finished_at"):
         moment = getattr(trial, name)
@@ -207,7 +304,7 @@ def _tune_response(result: TuneResult) -> pb.TuneModelResponse:
         best_params=struct(result.best_params),
         best_value=result.best_value,
         n_trials_completed=result.n_trials_completed,
-        trials=[_trial_proto(t) for t in result.trials],
+        trials=[_trial_proto(t, result.selection) for t in result.trials],
         study_name=result.study_name,
         mlflow_run_id=result.mlflow_run_id,
         experiment_id=result.experiment_id,
@@ -216,11 +313,21 @@ def _tune_response(result: TuneResult) -> pb.TuneModelResponse:
         direction=result.direction,
         best_trial=result.best_trial,
         best_metrics=struct(result.best_metrics),
+        rank_by=result.rank_by,
+        **_best_fields(result.selection, result.best_trial, *_trial_oos(result)),
     )
+
+
+def _trial_oos(result: TuneResult) -> tuple[float | None, float | None]:
+    for trial in result.trials:
+        if trial.number == result.best_trial:
+            return trial.oos_sharpe, trial.oos_psr
+    return None, None
 
 
 def _automl_response(result: AutoMLResult) -> pb.RunAutoMLResponse:
     board = result.board
+    winner = board.rows[0] if board.rows and board.rows[0].rank == 1 else None
     return pb.RunAutoMLResponse(
         leaderboard=[
             pb.LeaderboardEntry(
@@ -234,6 +341,9 @@ def _automl_response(result: AutoMLResult) -> pb.RunAutoMLResponse:
                 error=row.error,
                 mlflow_run_id=run_id,
                 n_trials=row.n_trials,
+                oos_sharpe=row.oos_sharpe,
+                oos_psr=row.oos_psr,
+                dsr=None if result.selection is None else result.selection.dsr.get(row.plugin_key),
             )
             for row, run_id in zip(board.rows, result.run_ids, strict=True)
         ],
@@ -241,6 +351,13 @@ def _automl_response(result: AutoMLResult) -> pb.RunAutoMLResponse:
         direction=board.direction,
         mlflow_run_id=result.mlflow_run_id,
         experiment_id=result.experiment_id,
+        rank_by=result.rank_by,
+        **_best_fields(
+            result.selection,
+            winner.plugin_key if winner else None,
+            winner.oos_sharpe if winner else None,
+            winner.oos_psr if winner else None,
+        ),
     )
 
 

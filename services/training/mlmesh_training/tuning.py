@@ -186,6 +186,13 @@ class EvalData:
     X_ref: Any
     y_ref: Any
     folds: list
+    # Backtests a completed evaluation's fold predictions (mlmesh_training.backtest.Backtester);
+    # None: no backtest.
+    backtester: Any = None
+
+    @property
+    def train_scale(self) -> bool:
+        return self.backtester is not None and self.backtester.train_scale
 
 
 @dataclass(frozen=True)
@@ -200,6 +207,10 @@ class TrialView:
     node_id: str
     metrics: dict[str, float]
     error: str
+    # A completed trial's stitched out-of-sample P&L and its annualized Sharpe and PSR(0).
+    oos_return: list[float] = field(default_factory=list)
+    oos_sharpe: float | None = None
+    oos_psr: float | None = None
 
     @classmethod
     def of(cls, trial: FrozenTrial) -> TrialView:
@@ -215,6 +226,9 @@ class TrialView:
             node_id=record.get("node_id", ""),
             metrics=record.get("metrics", {}),
             error=trial.user_attrs.get(INTERRUPTED) or record.get("error", ""),
+            oos_return=record.get("oos_return", []),
+            oos_sharpe=record.get("oos_sharpe"),
+            oos_psr=record.get("oos_psr"),
         )
 
 
@@ -234,6 +248,7 @@ class Outcome:
     folds: list[FoldEvaluation]
     error: str = ""
     value: float | None = None
+    backtest: dict[str, Any] = field(default_factory=dict)  # Backtester.record's
 
 
 def counts(trial: FrozenTrial) -> bool:
@@ -421,6 +436,7 @@ class Tuner:
                     data.y_ref,
                     data.folds,
                     fold_by_fold=spec.pruning,
+                    train_scale=data.train_scale,
                 )
                 async with contextlib.aclosing(stream):
                     async for evaluation in stream:
@@ -436,7 +452,11 @@ class Tuner:
         except ray.exceptions.RayError as error:  # worker or node lost, object lost
             return Outcome("LOST", params, folds, f"{type(error).__name__}: {error}")
         value = CVResult([f.score for f in folds]).summary[spec.metric]
-        return Outcome("COMPLETE", params, folds, value=value)
+        tested = {}
+        if data.backtester is not None:
+            predictions = [f.predictions for f in folds]
+            tested = await asyncio.to_thread(data.backtester.record, predictions)
+        return Outcome("COMPLETE", params, folds, value=value, backtest=tested)
 
     def _tell(self, study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> TrialView:
         record: dict[str, Any] = {"params": outcome.params}
@@ -450,6 +470,7 @@ class Tuner:
             )
         if outcome.state == "COMPLETE":
             record["metrics"] = CVResult([f.score for f in outcome.folds]).summary
+            record.update(outcome.backtest)
         elif outcome.state in ("FAIL", "LOST"):
             record["error"] = outcome.error[:2000]
         trial.set_user_attr(RECORD, record)
