@@ -4,6 +4,7 @@ and the artifact store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from mlmesh_experiments.storage.base import (
     ExperimentQuery,
     ExperimentStore,
     HistoryQuery,
+    IdempotentCall,
     RunQuery,
     StoredArtifactRecord,
 )
@@ -116,6 +118,12 @@ class ExperimentsService:
         self._store = store
         self._artifacts = artifacts
         self._clock = clock
+
+    def idempotent(
+        self, tenant: str, key: str, fingerprint: str
+    ) -> contextlib.AbstractAsyncContextManager[IdempotentCall]:
+        """A write made with an idempotency key (see ExperimentStore.idempotent)."""
+        return self._store.idempotent(tenant, key, fingerprint)
 
     # --- experiments ---------------------------------------------------------------------
 
