@@ -19,7 +19,7 @@ from tests.helpers.postgres import PostgresCluster, PostgresUnavailable, find_pg
 from tests.helpers.services import ServiceProcess
 from tests.reliability.report import Report
 
-SECTIONS = ["database", "artifacts", "kill", "overload", "rolling"]
+SECTIONS = ["database", "kill", "overload", "rate_limit", "artifacts", "rolling"]
 
 
 @pytest.fixture(scope="session")
