@@ -19,7 +19,7 @@ from tests.helpers.postgres import PostgresCluster, PostgresUnavailable, find_pg
 from tests.helpers.services import ServiceProcess
 from tests.reliability.report import Report
 
-SECTIONS = ["database", "kill", "overload", "rate_limit", "artifacts", "rolling"]
+SECTIONS = ["database", "kill", "rolling", "overload", "rate_limit", "artifacts", "mlflow"]
 
 
 @pytest.fixture(scope="session")
@@ -43,9 +43,19 @@ def faulty_postgres() -> Iterator[PostgresCluster]:
 
 @dataclass
 class Mesh:
-    service: ServiceProcess
+    services: list[ServiceProcess]
     gateway: Gateway
     tenant: str
+
+    @property
+    def service(self) -> ServiceProcess:
+        return self.services[0]
+
+    def in_rotation(self, service: ServiceProcess) -> bool:
+        """Whether the gateway's own health checks have `service` healthy."""
+        admin = f"http://127.0.0.1:{self.gateway.settings.admin_port}/clusters"
+        lines = requests.get(admin, timeout=5).text.splitlines()
+        return f"experiments::{service.address}::health_flags::healthy" in lines
 
     @property
     def base_url(self) -> str:
@@ -61,31 +71,40 @@ class Mesh:
 def start_mesh(faulty_postgres, tmp_path: Path) -> Iterator[Callable[..., Mesh]]:
     """Starts the experiments service (extra environment as keyword arguments) on a new
     database, and the gateway in front of it."""
-    started: list[tuple[ServiceProcess, Gateway]] = []
+    started: list[Mesh] = []
 
-    def start(gateway_settings: dict | None = None, **env: str) -> Mesh:
+    def start(gateway_settings: dict | None = None, replicas: int = 1, **env: str) -> Mesh:
         database = faulty_postgres.create_database(f"rel_{uuid.uuid4().hex[:8]}")
-        service = ServiceProcess(
-            "mlmesh_experiments",
-            free_port(),
-            {
-                "MLMESH_EXPERIMENTS_DATABASE_URL": database.url("asyncpg"),
-                "MLMESH_ARTIFACT_URI": f"file://{tmp_path / 'artifacts'}",
-                **env,
-            },
-            tmp_path / "experiments.log",
-        )
-        service.start()
+        services = [
+            ServiceProcess(
+                "mlmesh_experiments",
+                free_port(),
+                {
+                    "MLMESH_EXPERIMENTS_DATABASE_URL": database.url("asyncpg"),
+                    "MLMESH_ARTIFACT_URI": f"file://{tmp_path / 'artifacts'}",
+                    **env,
+                },
+                tmp_path / f"experiments-{n}.log",
+            )
+            for n in range(replicas)
+        ]
+        for service in services:
+            service.start()
+        upstream = ",".join(service.address for service in services)
         gateway = start_gateway(
-            tmp_path / "gateway", {"experiments": service.address}, **(gateway_settings or {})
+            tmp_path / f"gateway-{len(started)}",
+            {"experiments": upstream},
+            **(gateway_settings or {}),
         )
-        started.append((service, gateway))
-        return Mesh(service, gateway, f"t-{uuid.uuid4().hex[:10]}")
+        mesh = Mesh(services, gateway, f"t-{uuid.uuid4().hex[:10]}")
+        started.append(mesh)
+        return mesh
 
     yield start
-    for service, gateway in started:
-        gateway.stop()
-        service.stop()
+    for mesh in started:
+        mesh.gateway.stop()
+        for service in mesh.services:
+            service.stop()
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> float:

@@ -90,8 +90,10 @@ class Writer(threading.Thread):
         stop: threading.Event,
         *,
         give_up_s: float = 60.0,
+        pause_s: float = 0.0,
     ) -> None:
         super().__init__(name=f"writer-{index}", daemon=True)
+        self.pause_s = pause_s
         self.index = index
         self.base_url = base_url
         self.experiment_id = experiment_id
@@ -115,6 +117,7 @@ class Writer(threading.Thread):
             with self.ledger.lock:
                 self.ledger.operations.append(operation)
             self._perform(operation)
+            time.sleep(self.pause_s)
 
     def _request(self, operation: Operation) -> tuple[str, dict]:
         n, i = operation.number, self.index
