@@ -12,7 +12,7 @@ from tests.reliability.load import API, Ledger, Writer, check
 from tests.reliability.report import statuses, table
 
 WRITERS = 8
-LOAD_BEFORE_S = 3.0
+LOAD_BEFORE_S = 2.0
 LOAD_AFTER_S = 2.0
 KILLS = 2
 

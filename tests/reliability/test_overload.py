@@ -15,8 +15,8 @@ import requests
 from tests.reliability.load import API, percentile
 from tests.reliability.report import statuses, table
 
-CLIENTS = 16
-DURATION_S = 3.0
+CLIENTS = 12
+DURATION_S = 2.0
 POINTS = 200
 
 

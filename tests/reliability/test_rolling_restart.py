@@ -14,10 +14,10 @@ from tests.reliability.load import API, Ledger, Reader, Writer, check
 from tests.reliability.report import statuses, table
 
 SERVICE = "mlmesh.experiments.v1.ExperimentService"
-WRITERS = 4
-DRAIN_DELAY_S = 3.0
+WRITERS = 3
+DRAIN_DELAY_S = 2.0
 # Writers pause between calls: the load leaves the restarting replica CPU to start on 2 cores.
-PAUSE_S = 0.02
+PAUSE_S = 0.05
 
 
 def test_rolling_restart_under_load(start_mesh, reliability_report):
