@@ -118,7 +118,8 @@ through the gateway; PostgreSQL stopped with `pg_ctl stop -m fast`, started agai
                 [
                     ("health NOT_SERVING after the stop", _ms(not_serving_s)),
                     (
-                        "503 UNAVAILABLE answers during the outage, p50 / p99 / max",
+                        "503 answers during the outage (after the gateway's 2 retries),"
+                        " p50 / p99 / max",
                         " / ".join(_ms(percentile(unavailable, q)) for q in (50, 99, 100)),
                     ),
                     ("health SERVING after the start", _ms(serving_s)),
