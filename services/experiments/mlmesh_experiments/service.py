@@ -305,6 +305,9 @@ class ExperimentsService:
         clauses = domain.parse_run_filter(filter_text)
         order = domain.parse_order_by(order_by)
         offset, limit = page_window(limit, offset, page_token)
+        if experiment_id and not is_uuid(experiment_id):
+            # No such experiment (404), and its text (a NUL byte) never reaches the database.
+            await self.get_experiment(tenant, experiment_id)
         wanted = limit if include_total else limit + 1
         query = RunQuery(
             tenant, offset, wanted, experiment_id, status, clauses, order, include_total
