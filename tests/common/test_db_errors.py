@@ -26,6 +26,8 @@ def _wrapped(error: BaseException) -> exc.DBAPIError:
         asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
         _wrapped(asyncpg.exceptions.AdminShutdownError("terminating connection")),
         _wrapped(asyncpg.exceptions.CannotConnectNowError("the database system is starting up")),
+        # What a connection the server terminated mid-call raised once (PostgreSQL stopped).
+        asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation"),
     ],
 )
 def test_unreachable_database_is_unavailable_with_a_retry_hint(error):

@@ -118,7 +118,18 @@ async def driver_connection(connection: AsyncConnection) -> AsyncIterator[Any]:
             # Every connection made before this one is as dead: replace them all, lazily.
             sync.engine.pool._invalidate(pooled, error)
             await connection.invalidate(error)
+        elif _is_broken_protocol(error):
+            # Seen when the server terminates the connection mid-call: this one is unusable.
+            await connection.invalidate(error)
         raise
+
+
+def _is_broken_protocol(error: BaseException) -> bool:
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is installed with every SQL service
+        return False
+    return isinstance(error, asyncpg.exceptions.InternalClientError)
 
 
 def _chain(error: BaseException) -> list[BaseException]:
@@ -167,7 +178,7 @@ def database_error(error: BaseException) -> DomainError | None:
             reason="DATABASE_POOL_EXHAUSTED",
             retry_after_s=RETRY_AFTER_S,
         )
-    if any(_is_connection_failure(item) for item in chain):
+    if any(_is_connection_failure(item) or _is_broken_protocol(item) for item in chain):
         return Unavailable(
             "the database cannot be reached; retry later",
             reason="DATABASE_UNAVAILABLE",
