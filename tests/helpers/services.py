@@ -68,9 +68,10 @@ class ServiceProcess:
             return self.process.wait()
 
     def kill(self) -> int:
-        """SIGKILL: the process dies at once, in the middle of whatever it was doing."""
+        """SIGKILL to the process group: the process and its workers die at once, in the
+        middle of whatever they were doing."""
         assert self.process is not None
-        os.kill(self.process.pid, signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         return self.process.wait()
 
     def health(self, service: str = "", timeout_s: float = 1.0) -> str:
