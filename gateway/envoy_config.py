@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+from google.api import annotations_pb2
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.descriptors import load_descriptor_set, mlmesh_services
 from mlmesh_common.errors import ERROR_DOMAIN
+from mlmesh_common.idempotency import IDEMPOTENCY_HEADER
 from mlmesh_common.server import HTTP_CODE_HEADER
 from mlmesh_common.tenancy import TENANT_HEADER
 
@@ -43,6 +45,9 @@ _LUA = "envoy.filters.http.lua"
 _TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 _CORS = "envoy.filters.http.cors"
 _JWT = "envoy.filters.http.jwt_authn"
+_RATE_LIMIT = "envoy.filters.http.local_ratelimit"
+# Distinct tenants the rate limiter keeps a bucket for at once (least recently used evicted).
+_MAX_TENANT_BUCKETS = 10_000
 _HEALTHZ_FILTER = "mlmesh.healthz"
 _STATUS_FILTER = "mlmesh.http_status"
 _STRIP_TENANT_FILTER = "mlmesh.strip_client_tenant"
@@ -70,6 +75,15 @@ class GatewaySettings(BaseSettings):
     admin_port: int = 9901
     max_body_bytes: int = 256 * 1024 * 1024
     upstream_timeout_s: float = 60.0
+    # Per-tenant rate limit (Envoy's local rate limit, keyed on x-tenant-id): requests a second
+    # each tenant may send, beyond which it gets 429 with Retry-After; 0 turns it off (default).
+    # Calls without the header (the default tenant) share one bucket of the same size.
+    rate_limit_rps: int = Field(0, ge=0)
+    # Requests a tenant may send at once above its rate (the bucket's size); 0: the rate.
+    rate_limit_burst: int = Field(0, ge=0)
+    # Retries of calls that are safe to repeat (reads, and writes carrying an idempotency key)
+    # on UNAVAILABLE or a reset; any call is retried when the connection was never made.
+    upstream_retries: int = Field(2, ge=0)
     descriptor: Path = BUILD_DIR / "descriptors.pb"
     openapi: Path = BUILD_DIR / "openapi.json"
     # Where `python -m gateway` writes the rendered config, and the Envoy it then runs.
@@ -448,6 +462,9 @@ def _http_filters(settings: GatewaySettings, service_names: list[str]) -> list[d
                 ),
             }
         )
+    if settings.rate_limit_rps:
+        # After the JWT filters: the bucket is the verified tenant's, not a header a client chose.
+        filters.append({"name": _RATE_LIMIT, "typed_config": _rate_limit(settings)})
     filters += [
         {
             "name": _HEALTHZ_FILTER,
@@ -484,6 +501,43 @@ def _http_filters(settings: GatewaySettings, service_names: list[str]) -> list[d
         },
     ]
     return filters
+
+
+def _rate_limit(settings: GatewaySettings) -> dict[str, Any]:
+    """A token bucket per tenant (one per distinct x-tenant-id value, created on first use)."""
+    burst = settings.rate_limit_burst or settings.rate_limit_rps
+    bucket = {
+        "max_tokens": burst,
+        "tokens_per_fill": settings.rate_limit_rps,
+        "fill_interval": "1s",
+    }
+    always = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+    return _typed(
+        "extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        stat_prefix="tenant_rate_limit",
+        # Calls without a tenant header (the default tenant): this bucket.
+        token_bucket=bucket,
+        filter_enabled={**always, "runtime_key": "mlmesh.rate_limit.enabled"},
+        filter_enforced={**always, "runtime_key": "mlmesh.rate_limit.enforced"},
+        rate_limits=[
+            {
+                "actions": [
+                    {"request_headers": {"header_name": TENANT_HEADER, "descriptor_key": "tenant"}}
+                ]
+            }
+        ],
+        # An entry without a value: a bucket of its own for each tenant seen.
+        descriptors=[{"entries": [{"key": "tenant"}], "token_bucket": bucket}],
+        max_dynamic_descriptors=_MAX_TENANT_BUCKETS,
+        # A tenant's call takes from its own bucket only, not also from the shared one.
+        always_consume_default_token_bucket=False,
+        response_headers_to_add=[
+            {
+                "header": {"key": "retry-after", "value": "1"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+    )
 
 
 def _jwt_authn(settings: GatewaySettings) -> dict[str, Any]:
@@ -540,8 +594,82 @@ def _transcoder(settings: GatewaySettings, service_names: list[str]) -> dict[str
     )
 
 
-def _route_config(settings: GatewaySettings, domains: list[str]) -> dict[str, Any]:
+# Any call may be retried when it never reached the service; one that is safe to repeat (a
+# read, a write with an idempotency key) also on UNAVAILABLE or a connection reset mid-call.
+_RETRY_UNSENT = "connect-failure,refused-stream"
+_RETRY_SAFE = f"{_RETRY_UNSENT},unavailable,reset"
+
+
+def _retry_policy(settings: GatewaySettings, retry_on: str) -> dict[str, Any]:
+    return {
+        "retry_on": retry_on,
+        "num_retries": settings.upstream_retries,
+        "retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"},
+        # Another replica when there is one.
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": _typed(
+                    "extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                ),
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
+    }
+
+
+def _read_methods(services) -> dict[str, list[str]]:
+    """Per domain, the full gRPC paths of the RPCs whose REST rule is a GET: reads."""
+    reads: dict[str, list[str]] = {}
+    for service in services:
+        for method in service.proto.method:
+            rule = method.options.Extensions[annotations_pb2.http]
+            if rule.get:
+                reads.setdefault(service.domain, []).append(f"/{service.full_name}/{method.name}")
+    return reads
+
+
+def _domain_routes(
+    settings: GatewaySettings, domain: str, reads: list[str], timeout: str
+) -> list[dict[str, Any]]:
+    target = {
+        "cluster": domain,
+        "timeout": timeout,
+        # Native gRPC callers' deadlines apply, capped at the gateway's timeout.
+        "max_stream_duration": {"grpc_timeout_header_max": timeout},
+    }
+    safe = {**target, "retry_policy": _retry_policy(settings, _RETRY_SAFE)}
+    prefix = f"/mlmesh.{domain}.v1."
+    # One exact path per read: cheaper to match than one regular expression for all.
+    routes: list[dict[str, Any]] = [
+        {"name": f"{domain}-read-{path.rsplit('/', 1)[1]}", "match": {"path": path}, "route": safe}
+        for path in sorted(reads)
+    ]
+    routes += [
+        {
+            "name": f"{domain}-keyed-writes",
+            "match": {
+                "prefix": prefix,
+                "headers": [{"name": IDEMPOTENCY_HEADER, "present_match": True}],
+            },
+            "route": safe,
+        },
+        {
+            "name": domain,
+            "match": {"prefix": prefix},
+            "route": {**target, "retry_policy": _retry_policy(settings, _RETRY_UNSENT)},
+        },
+    ]
+    return routes
+
+
+def _route_config(
+    settings: GatewaySettings, domains: list[str], reads: dict[str, list[str]]
+) -> dict[str, Any]:
     transcoder_off = {_TRANSCODER: _typed("config.route.v3.FilterConfig", disabled=True)}
+    if settings.rate_limit_rps:
+        # Health checks and the OpenAPI document are never rate limited.
+        transcoder_off[_RATE_LIMIT] = _typed("config.route.v3.FilterConfig", disabled=True)
     timeout = _seconds(settings.upstream_timeout_s)
     routes: list[dict[str, Any]] = [
         {
@@ -575,19 +703,8 @@ def _route_config(settings: GatewaySettings, domains: list[str]) -> dict[str, An
     ]
     # Transcoded REST calls are routed on the gRPC path the transcoder rewrites them to, so one
     # prefix per domain serves REST and native gRPC alike.
-    routes += [
-        {
-            "name": domain,
-            "match": {"prefix": f"/mlmesh.{domain}.v1."},
-            "route": {
-                "cluster": domain,
-                "timeout": timeout,
-                # Native gRPC callers' deadlines apply, capped at the gateway's timeout.
-                "max_stream_duration": {"grpc_timeout_header_max": timeout},
-            },
-        }
-        for domain in domains
-    ]
+    for domain in domains:
+        routes += _domain_routes(settings, domain, reads.get(domain, []), timeout)
     # REST paths match here before the transcoder rewrites them: CORS answers preflights only on
     # a route that has a route entry (not on a direct response). The transcoder rejects every
     # path without an RPC (reject_unknown_method), so nothing reaches this cluster untranscoded.
@@ -615,8 +732,11 @@ def _route_config(settings: GatewaySettings, domains: list[str]) -> dict[str, An
                 "extensions.filters.http.cors.v3.CorsPolicy",
                 allow_origin_string_match=[{"exact": origin} for origin in settings.cors_origins],
                 allow_methods="GET, POST, PATCH, DELETE, OPTIONS",
-                allow_headers=f"authorization, content-type, {TENANT_HEADER}, x-request-id",
-                expose_headers="location, x-request-id",
+                allow_headers=(
+                    f"authorization, content-type, {TENANT_HEADER}, x-request-id, "
+                    f"{IDEMPOTENCY_HEADER}"
+                ),
+                expose_headers="location, x-request-id, retry-after",
                 max_age="600",
             )
         }
@@ -720,7 +840,10 @@ def _ui_routes(settings: GatewaySettings) -> list[dict[str, Any]]:
 
 
 def _listener(
-    settings: GatewaySettings, domains: list[str], service_names: list[str]
+    settings: GatewaySettings,
+    domains: list[str],
+    service_names: list[str],
+    reads: dict[str, list[str]],
 ) -> dict[str, Any]:
     manager = _typed(
         "extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -743,7 +866,7 @@ def _listener(
             }
         ],
         local_reply_config=_local_reply_config(),
-        route_config=_route_config(settings, domains),
+        route_config=_route_config(settings, domains, reads),
         http_filters=_http_filters(settings, service_names),
     )
     return {
@@ -763,10 +886,13 @@ def _listener(
 
 
 def _backend_cluster(domain: str, upstream: str) -> dict[str, Any]:
-    host, port = _split_host_port(upstream)
+    """A domain's cluster: `upstream` is `host:port`, or several (replicas) separated by commas."""
+    endpoints = [_split_host_port(item.strip()) for item in upstream.split(",") if item.strip()]
+    if not endpoints:
+        raise ValueError(f"upstream {upstream!r} names no host:port")
     cluster: dict[str, Any] = {
         "name": domain,
-        "type": "STATIC" if _is_ip(host) else "STRICT_DNS",
+        "type": "STATIC" if all(_is_ip(host) for host, _ in endpoints) else "STRICT_DNS",
         "connect_timeout": "2s",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
@@ -786,10 +912,24 @@ def _backend_cluster(domain: str, upstream: str) -> dict[str, Any]:
                 "grpc_health_check": {},
             }
         ],
+        # A replica that refuses connections (killed, restarting) is taken out of rotation
+        # before its health checks fail; panic routing still reaches it when none is left.
+        "outlier_detection": {
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": 2,
+            "interval": "1s",
+            "base_ejection_time": "5s",
+            "max_ejection_percent": 50,
+        },
         "load_assignment": {
             "cluster_name": domain,
             "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": _socket_address(host, port)}}]}
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket_address(host, port)}}
+                        for host, port in endpoints
+                    ]
+                }
             ],
         },
     }
@@ -826,7 +966,7 @@ def build_config(settings: GatewaySettings) -> dict[str, Any]:
     return {
         "admin": {"address": _socket_address("127.0.0.1", settings.admin_port)},
         "static_resources": {
-            "listeners": [_listener(settings, domains, service_names)],
+            "listeners": [_listener(settings, domains, service_names, _read_methods(services))],
             "clusters": [
                 *(_backend_cluster(domain, upstreams[domain]) for domain in domains),
                 admin_cluster,

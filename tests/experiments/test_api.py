@@ -368,3 +368,10 @@ def test_a_nul_character_in_any_text_is_a_400_that_writes_nothing(api):
     assert stored["params"] == {} and stored["metrics"] == {}
     runs = api("GET", f"{API}/runs", params={"experiment_id": experiment["id"]}).json()
     assert runs["total"] == 1
+
+
+def test_run_list_of_an_experiment_id_that_is_no_uuid_is_404(api):
+    # A NUL byte (found by the fuzzer) must not reach PostgreSQL, which rejects it (500).
+    response = api("GET", f"{API}/runs", params={"experiment_id": "\u00ea\x00J"})
+    assert response.status_code == 404, response.text
+    assert reason(response) == "EXPERIMENT_NOT_FOUND"

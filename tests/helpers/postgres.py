@@ -221,45 +221,62 @@ class PostgresCluster:
             what="initdb",
         )
 
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stops the server but keeps its data (a fault to inject): `fast` disconnects every
+        client at once, `immediate` is a crash. `start_server` brings it back on its port."""
+        self._run(
+            [self._tool("pg_ctl"), "stop", "--pgdata", str(self.data_dir), "-m", mode, "--wait"],
+            what="pg_ctl stop",
+        )
+
+    def start_server(self) -> None:
+        """Starts the server stopped by `stop_server`, on the same port."""
+        if self.port is None:
+            raise RuntimeError("cluster not started")
+        self._pg_ctl_start(self.port)
+
     def _start_server(self) -> None:
         last_error: RuntimeError | None = None
         for _ in range(START_ATTEMPTS):
             port = free_port(self.host)
-            server_options = " ".join(
-                [
-                    f"-c listen_addresses={self.host}",
-                    f"-c port={port}",
-                    f"-c unix_socket_directories={self._require_root()}",
-                    "-c fsync=off",
-                    "-c synchronous_commit=off",
-                    "-c full_page_writes=off",
-                    # Services, MLflow and tests each hold connection pools concurrently.
-                    "-c max_connections=300",
-                ]
-            )
             try:
-                self._run(
-                    [
-                        self._tool("pg_ctl"),
-                        "start",
-                        "--pgdata",
-                        str(self.data_dir),
-                        "--log",
-                        str(self.log_file),
-                        "--wait",
-                        "--timeout",
-                        str(START_TIMEOUT_S),
-                        "-o",
-                        server_options,
-                    ],
-                    what="pg_ctl start",
-                )
+                self._pg_ctl_start(port)
             except RuntimeError as error:
                 last_error = error
                 continue
             self.port = port
             return
         raise last_error or RuntimeError("pg_ctl start failed")
+
+    def _pg_ctl_start(self, port: int) -> None:
+        server_options = " ".join(
+            [
+                f"-c listen_addresses={self.host}",
+                f"-c port={port}",
+                f"-c unix_socket_directories={self._require_root()}",
+                "-c fsync=off",
+                "-c synchronous_commit=off",
+                "-c full_page_writes=off",
+                # Services, MLflow and tests each hold connection pools concurrently.
+                "-c max_connections=300",
+            ]
+        )
+        self._run(
+            [
+                self._tool("pg_ctl"),
+                "start",
+                "--pgdata",
+                str(self.data_dir),
+                "--log",
+                str(self.log_file),
+                "--wait",
+                "--timeout",
+                str(START_TIMEOUT_S),
+                "-o",
+                server_options,
+            ],
+            what="pg_ctl start",
+        )
 
     def _run(self, command: list[str], *, what: str) -> None:
         result = subprocess.run(

@@ -33,7 +33,7 @@ class ServiceProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout_s: float = 60.0) -> ServiceProcess:
-        log = self.log_path.open("wb")
+        log = self.log_path.open("ab")  # a restarted process appends
         self.process = subprocess.Popen(
             [sys.executable, "-m", self.module],
             env=self._env,
@@ -66,6 +66,24 @@ class ServiceProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             return self.process.wait()
+
+    def kill(self) -> int:
+        """SIGKILL to the process group: the process and its workers die at once, in the
+        middle of whatever they were doing."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.wait()
+
+    def health(self, service: str = "", timeout_s: float = 1.0) -> str:
+        """The gRPC health status name (SERVING, NOT_SERVING...), or UNREACHABLE."""
+        with grpc.insecure_channel(self.address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+                )
+            except grpc.RpcError:
+                return "UNREACHABLE"
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -4,30 +4,57 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import MetaData, event, inspect, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import MetaData, event, exc, inspect, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from mlmesh_common.errors import DomainError, ResourceExhausted, Unavailable
 
 # Advisory lock key taken while migrating ("mlmesh" in ASCII).
 _LOCK = 0x6D6C6D657368
 
 
-def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+# A new PostgreSQL connection must be made within this, or the call fails UNAVAILABLE.
+CONNECT_TIMEOUT_S = 5.0
+# How long a call waits for a pooled connection before it is refused RESOURCE_EXHAUSTED.
+POOL_TIMEOUT_S = 5.0
+# The retry hint of a call refused because a pool stayed full, and of one the database is down for.
+RETRY_AFTER_S = 1.0
+
+
+def create_engine(
+    url: str, pool_size: int = 10, pool_timeout_s: float = POOL_TIMEOUT_S
+) -> AsyncEngine:
     """An engine for `url`. SQLite gets one connection (one writer at a time, never a "database
     is locked" error), foreign keys and WAL journaling."""
     if not url.startswith("sqlite"):
-        # No pre-ping (a round trip per request); connections are recycled instead, and one
-        # that died with a database restart fails its request once and is replaced.
+        # No pre-ping (a round trip per request); connections are recycled instead, and after a
+        # database restart the first call that finds a dead connection invalidates the whole
+        # pool (SQLAlchemy does it for its own statements, `driver_connection` for the driver's):
+        # that call fails UNAVAILABLE, the next ones reconnect.
         return create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
+            url,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_recycle=1800,
+            pool_timeout=pool_timeout_s,
+            connect_args={"timeout": CONNECT_TIMEOUT_S},
         )
-    engine = create_async_engine(url, pool_size=1, max_overflow=0, connect_args={"timeout": 30})
+    engine = create_async_engine(
+        url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=pool_timeout_s,
+        connect_args={"timeout": 30},
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:
@@ -61,9 +88,103 @@ def search_reader(engine: AsyncEngine) -> AsyncEngine:
         pool_size=size,
         max_overflow=size,
         pool_recycle=1800,
-        connect_args={"server_settings": {"plan_cache_mode": "force_custom_plan"}},
+        pool_timeout=engine.pool.timeout(),
+        connect_args={
+            "timeout": CONNECT_TIMEOUT_S,
+            "server_settings": {"plan_cache_mode": "force_custom_plan"},
+        },
     )
     return reader(searcher)
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database (a health probe); raises when it cannot be reached."""
+    async with reader(engine).connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+@contextlib.asynccontextmanager
+async def driver_connection(connection: AsyncConnection) -> AsyncIterator[Any]:
+    """The driver's own connection under `connection` (asyncpg), for statements run on it
+    directly. A failure that closed it invalidates the pool as SQLAlchemy does for its own
+    statements: without that, the dead connection would go back to the pool and fail every
+    later call ("connection is closed") until the process restarts."""
+    pooled = await connection.get_raw_connection()
+    try:
+        yield pooled.driver_connection
+    except Exception as error:
+        sync = connection.sync_connection
+        if sync is not None and sync.dialect.is_disconnect(error, pooled.dbapi_connection, None):
+            # Every connection made before this one is as dead: replace them all, lazily.
+            sync.engine.pool._invalidate(pooled, error)
+            await connection.invalidate(error)
+        elif _is_broken_protocol(error):
+            # Seen when the server terminates the connection mid-call: this one is unusable.
+            await connection.invalidate(error)
+        raise
+
+
+def _is_broken_protocol(error: BaseException) -> bool:
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is installed with every SQL service
+        return False
+    return isinstance(error, asyncpg.exceptions.InternalClientError)
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error`, the driver error SQLAlchemy wrapped, and their causes and contexts."""
+    seen: list[BaseException] = []
+    pending: list[BaseException | None] = [error]
+    while pending:
+        item = pending.pop()
+        if item is None or any(item is known for known in seen):
+            continue
+        seen.append(item)
+        pending += [getattr(item, "orig", None), item.__cause__, item.__context__]
+    return seen
+
+
+def _is_connection_failure(error: BaseException) -> bool:
+    # Refused, reset, timed out; asyncio reports a failed connect as a plain OSError. Its
+    # subclasses about files (FileNotFoundError...) are not about the database.
+    if isinstance(error, ConnectionError | TimeoutError) or type(error) is OSError:
+        return True
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is installed with every SQL service
+        return False
+    if isinstance(
+        error,
+        asyncpg.ConnectionDoesNotExistError
+        # 08xxx connection exceptions, 57xxx operator intervention (shutting down, starting up)
+        | asyncpg.PostgresConnectionError
+        | asyncpg.exceptions.OperatorInterventionError,
+    ):
+        return True
+    return isinstance(error, asyncpg.InterfaceError) and "connection is closed" in str(error)
+
+
+def database_error(error: BaseException) -> DomainError | None:
+    """What a caller is told when a database call failed for reasons of the database rather
+    than of the request: UNAVAILABLE while it cannot be reached, RESOURCE_EXHAUSTED when the
+    pool stayed full past its timeout; None for any other error (a bug: INTERNAL)."""
+    chain = _chain(error)
+    if any(isinstance(item, exc.TimeoutError) for item in chain):
+        return ResourceExhausted(
+            "too many concurrent calls: no database connection was free in time; retry later",
+            reason="DATABASE_POOL_EXHAUSTED",
+            retry_after_s=RETRY_AFTER_S,
+        )
+    if any(_is_connection_failure(item) or _is_broken_protocol(item) for item in chain):
+        return Unavailable(
+            "the database cannot be reached; retry later",
+            reason="DATABASE_UNAVAILABLE",
+            retry_after_s=RETRY_AFTER_S,
+        )
+    return None
 
 
 def alembic_config(script_location: Path) -> Config:

@@ -20,12 +20,20 @@ class DomainError(Exception):
     default_reason = "UNKNOWN"
 
     def __init__(
-        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        retry_after_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = dict(metadata or {})
+        # When to retry (UNAVAILABLE, RESOURCE_EXHAUSTED): a google.rpc.RetryInfo detail and,
+        # through the gateway, a Retry-After header.
+        self.retry_after_s = retry_after_s
 
 
 class InvalidArgument(DomainError):
@@ -73,6 +81,8 @@ class Unauthenticated(DomainError):
 
 
 class ResourceExhausted(DomainError):
+    """Refused for overload (a full pool, too many calls in flight): HTTP 429, retry later."""
+
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
     default_reason = "RESOURCE_EXHAUSTED"
 

@@ -7,6 +7,7 @@ in-flight calls for the grace period before it returns.
 from __future__ import annotations
 
 import asyncio
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -29,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
-from mlmesh_common.errors import ERROR_DOMAIN, DomainError, InvalidArgument
+from mlmesh_common.errors import ERROR_DOMAIN, DomainError, InvalidArgument, ResourceExhausted
 from mlmesh_common.http import HTTP_CODE_HEADER, HttpStatusInterceptor
 from mlmesh_common.tenancy import TENANT_HEADER
 
@@ -48,19 +49,35 @@ class ServiceBinding:
     servicer: Any
 
 
+# A call that fails for a reason other than a DomainError is given to these in turn; the first
+# DomainError one returns is the caller's answer (a database that cannot be reached is
+# UNAVAILABLE, not INTERNAL).
+ErrorTranslator = Callable[[BaseException], DomainError | None]
+
+
 def _status_for(error: DomainError) -> status_pb2.Status:
     info = error_details_pb2.ErrorInfo(
         reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
     )
     detail = any_pb2.Any()
     detail.Pack(info)
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=[detail])
+    details = [detail]
+    if error.retry_after_s is not None:
+        retry = any_pb2.Any()
+        delay = error_details_pb2.RetryInfo()
+        delay.retry_delay.FromMilliseconds(round(error.retry_after_s * 1000))
+        retry.Pack(delay)
+        details.append(retry)
+    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
     trailing = [("grpc-status-details-bin", _status_for(error).SerializeToString())]
     if error.http_status is not None:
         trailing.append((HTTP_CODE_HEADER, str(error.http_status)))
+    if error.retry_after_s is not None:
+        # Whole seconds, at least 1 (RFC 9110); REST callers get it as a header.
+        trailing.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))
     await context.abort(error.code, error.message, trailing_metadata=tuple(trailing))
 
 
@@ -146,7 +163,35 @@ def decode_request(deserialize: Callable[[bytes], Any], data: bytes) -> Any:
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
     """Logs every call with its request id, decodes its request (an undecodable one is a 400)
-    and maps domain exceptions to gRPC status codes."""
+    and maps domain exceptions to gRPC status codes; `translators` map other failures (a
+    dependency's) to domain exceptions. With `max_in_flight`, a call beyond that many unary
+    calls at once is refused RESOURCE_EXHAUSTED with a retry hint instead of queueing."""
+
+    def __init__(
+        self,
+        translators: Sequence[ErrorTranslator] = (),
+        max_in_flight: int = 0,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self._translators = tuple(translators)
+        self._max_in_flight = max_in_flight
+        self._retry_after_s = retry_after_s
+        self._in_flight = 0
+
+    def _translate(self, error: BaseException) -> DomainError | None:
+        for translate in self._translators:
+            mapped = translate(error)
+            if mapped is not None:
+                return mapped
+        return None
+
+    def _overloaded(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"the server is handling its limit of {self._max_in_flight} calls; retry later",
+            reason="TOO_MANY_REQUESTS_IN_FLIGHT",
+            metadata={"max_in_flight": str(self._max_in_flight)},
+            retry_after_s=self._retry_after_s,
+        )
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
@@ -169,7 +214,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 with structlog.contextvars.bound_contextvars(**fields):
                     started = time.perf_counter()
                     code = grpc.StatusCode.OK
+                    admitted = not 0 < self._max_in_flight <= self._in_flight
+                    self._in_flight += admitted
                     try:
+                        if not admitted:
+                            raise self._overloaded()
                         return await inner(decode_request(deserialize, data), context)
                     except DomainError as error:
                         code = error.code
@@ -177,11 +226,18 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                     except (asyncio.CancelledError, grpc.aio.AbortError):
                         code = grpc.StatusCode.CANCELLED
                         raise
-                    except Exception:
-                        code = grpc.StatusCode.INTERNAL
-                        log.exception("unhandled error")
-                        await _abort_internal(context, request_id)
+                    except Exception as error:
+                        mapped = self._translate(error)
+                        if mapped is None:
+                            code = grpc.StatusCode.INTERNAL
+                            log.exception("unhandled error")
+                            await _abort_internal(context, request_id)
+                        else:
+                            code = mapped.code
+                            log.warning("dependency failed", reason=mapped.reason, error=str(error))
+                            await _abort(context, mapped)
                     finally:
+                        self._in_flight -= admitted
                         log.info(
                             "rpc",
                             code=code.name,
@@ -204,9 +260,13 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                         await _abort(context, error)
                     except (asyncio.CancelledError, grpc.aio.AbortError):
                         raise
-                    except Exception:
-                        log.exception("unhandled error")
-                        await _abort_internal(context, request_id)
+                    except Exception as error:
+                        mapped = self._translate(error)
+                        if mapped is None:
+                            log.exception("unhandled error")
+                            await _abort_internal(context, request_id)
+                        else:
+                            await _abort(context, mapped)
 
             return grpc.unary_stream_rpc_method_handler(
                 unary_stream, response_serializer=handler.response_serializer
@@ -220,13 +280,21 @@ def build_server(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = False,
+    health_servicer: health.aio.HealthServicer | None = None,
+    translators: Sequence[ErrorTranslator] = (),
+    max_in_flight: int = 0,
 ) -> tuple[grpc.aio.Server, int]:
-    """Builds (does not start) a server hosting `services`, health and reflection.
+    """Builds (does not start) a server hosting `services`, health (`health_servicer`, whose
+    statuses the caller may set) and reflection. See CallInterceptor for `translators` and
+    `max_in_flight` (0: no limit).
 
     `reuse_port`: the port is shared with this service's other worker processes (see
     `reserved_port` and `run_workers`); otherwise a port in use fails loudly."""
     server = grpc.aio.server(
-        interceptors=[CallInterceptor(), HttpStatusInterceptor(b.name for b in services)],
+        interceptors=[
+            CallInterceptor(translators, max_in_flight),
+            HttpStatusInterceptor(b.name for b in services),
+        ],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
@@ -235,7 +303,7 @@ def build_server(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_servicer or health.aio.HealthServicer()
     for binding in services:
         binding.add_to_server(binding.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -252,8 +320,20 @@ def build_server(
     return server, server.add_insecure_port(address)
 
 
-async def serve(server: grpc.aio.Server, port: int, grace_s: float, service: str) -> None:
-    """Starts `server` and returns after SIGTERM/SIGINT once in-flight calls have drained."""
+async def serve(
+    server: grpc.aio.Server,
+    port: int,
+    grace_s: float,
+    service: str,
+    *,
+    health_servicer: health.aio.HealthServicer | None = None,
+    drain_delay_s: float = 0.0,
+) -> None:
+    """Starts `server` and returns after SIGTERM/SIGINT once in-flight calls have drained.
+
+    With `health_servicer`, a SIGTERM first turns health NOT_SERVING and keeps serving for
+    `drain_delay_s`, so that load balancers (the gateway's health checks, readiness probes)
+    stop sending new calls before the server stops taking them."""
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -261,7 +341,11 @@ async def serve(server: grpc.aio.Server, port: int, grace_s: float, service: str
         loop.add_signal_handler(sig, stop.set)
     log.info("serving", service=service, port=port, pid=os.getpid())
     await stop.wait()
-    log.info("shutting down", service=service, grace_s=grace_s)
+    log.info("shutting down", service=service, grace_s=grace_s, drain_delay_s=drain_delay_s)
+    if health_servicer is not None:
+        await health_servicer.enter_graceful_shutdown()
+        if drain_delay_s > 0:
+            await asyncio.sleep(drain_delay_s)
     await server.stop(grace_s)
     log.info("stopped", service=service, pid=os.getpid())
 

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 import grpc
 import structlog
+from grpc_health.v1 import health
 
 from mlmesh.experiments.v1 import experiments_service_pb2, experiments_service_pb2_grpc
 from mlmesh_common.artifacts import ArtifactStore, open_artifact_store
 from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
-from mlmesh_common.db import create_engine
+from mlmesh_common.db import create_engine, database_error
+from mlmesh_common.health import DependencyMonitor
 from mlmesh_common.logging import configure_logging
 from mlmesh_common.server import (
     ServiceBinding,
@@ -41,6 +43,9 @@ class Deps:
     store: ExperimentStore
     artifacts: ArtifactStore
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_in_flight: int = 0
+    # Health the caller sets (from the database's reachability); one of its own otherwise.
+    health_servicer: health.aio.HealthServicer | None = None
 
 
 def make_server(
@@ -53,7 +58,13 @@ def make_server(
         servicer,
     )
     return build_server(
-        address, [binding], max_message_bytes=deps.max_message_bytes, reuse_port=reuse_port
+        address,
+        [binding],
+        max_message_bytes=deps.max_message_bytes,
+        reuse_port=reuse_port,
+        health_servicer=deps.health_servicer,
+        translators=[database_error],
+        max_in_flight=deps.max_in_flight,
     )
 
 
@@ -65,10 +76,12 @@ async def open_store(settings: ExperimentsSettings, *, migrated: bool = False) -
     (unless `migrated`: the parent of the worker processes migrated it once for all)."""
     if settings.database_url == MEMORY_URL:
         return InMemoryExperimentStore()
-    engine = create_engine(settings.database_url, settings.database_pool_size)
+    engine = create_engine(
+        settings.database_url, settings.database_pool_size, settings.database_pool_timeout_s
+    )
     if not migrated:
         await migrate(engine)
-    return SqlExperimentStore(engine)
+    return SqlExperimentStore(engine, idempotency_ttl_s=settings.idempotency_ttl_s)
 
 
 def worker_count(settings: ExperimentsSettings) -> int:
@@ -85,10 +98,27 @@ async def _main(
     reuse_port: bool = False,
 ) -> None:
     store = await open_store(settings, migrated=migrated)
-    deps = Deps(store, open_artifact_store(settings.artifact_uri), settings.max_message_bytes)
+    health_servicer = health.aio.HealthServicer()
+    deps = Deps(
+        store,
+        open_artifact_store(settings.artifact_uri),
+        settings.max_message_bytes,
+        settings.max_in_flight,
+        health_servicer,
+    )
     server, port = make_server(deps, address or settings.address, reuse_port=reuse_port)
+    # Each worker process watches the database for its own health.
+    monitor = DependencyMonitor(health_servicer, [SERVICE_NAME], {"database": store.ping})
     try:
-        await serve(server, port, settings.shutdown_grace_s, "experiments")
+        async with monitor.running():
+            await serve(
+                server,
+                port,
+                settings.shutdown_grace_s,
+                "experiments",
+                health_servicer=health_servicer,
+                drain_delay_s=settings.drain_delay_s,
+            )
     finally:
         await store.close()
 

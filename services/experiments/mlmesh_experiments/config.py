@@ -20,6 +20,8 @@ class ExperimentsSettings(ServerSettings):
     # Server processes sharing the port (SO_REUSEPORT), one asyncio loop each: PostgreSQL only
     # (each has its own pool of `database_pool_size`); SQLite and memory:// always use one.
     workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)
+    # How long an idempotency key's first answer is kept (and replayed to retries), per tenant.
+    idempotency_ttl_s: float = 24 * 3600
     # file://DIR (relative to the working directory) or s3://bucket/prefix (+ AWS_ENDPOINT_URL).
     artifact_uri: str = Field(
         "file://.mlmesh/artifacts",

@@ -4,6 +4,7 @@ and the artifact store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mimetypes
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from mlmesh_experiments.storage.base import (
     ExperimentQuery,
     ExperimentStore,
     HistoryQuery,
+    IdempotentCall,
     RunQuery,
     StoredArtifactRecord,
 )
@@ -116,6 +118,12 @@ class ExperimentsService:
         self._store = store
         self._artifacts = artifacts
         self._clock = clock
+
+    def idempotent(
+        self, tenant: str, key: str, fingerprint: str
+    ) -> contextlib.AbstractAsyncContextManager[IdempotentCall]:
+        """A write made with an idempotency key (see ExperimentStore.idempotent)."""
+        return self._store.idempotent(tenant, key, fingerprint)
 
     # --- experiments ---------------------------------------------------------------------
 
@@ -297,6 +305,9 @@ class ExperimentsService:
         clauses = domain.parse_run_filter(filter_text)
         order = domain.parse_order_by(order_by)
         offset, limit = page_window(limit, offset, page_token)
+        if experiment_id and not is_uuid(experiment_id):
+            # No such experiment (404), and its text (a NUL byte) never reaches the database.
+            await self.get_experiment(tenant, experiment_id)
         wanted = limit if include_total else limit + 1
         query = RunQuery(
             tenant, offset, wanted, experiment_id, status, clauses, order, include_total

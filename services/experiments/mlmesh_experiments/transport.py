@@ -4,18 +4,23 @@ out; REST statuses are declared in the protos (mlmesh_common.http)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from google.api import httpbody_pb2
 from google.protobuf import empty_pb2
+from google.protobuf.message import Message
 
+from mlmesh.experiments.v1 import experiment_pb2, experiments_service_pb2_grpc, run_pb2
 from mlmesh.experiments.v1 import experiments_service_pb2 as pb
-from mlmesh.experiments.v1 import experiments_service_pb2_grpc, run_pb2
 from mlmesh_common.compare import MetricDiff, ParamDiff
+from mlmesh_common.idempotency import fingerprint, idempotency_key
 from mlmesh_common.tenancy import tenant_of
 from mlmesh_common.values import nullable
 from mlmesh_experiments.entities import MetricPoint, experiment_fields
 from mlmesh_experiments.service import ExperimentsService, RunOverfitting
 
+Response = TypeVar("Response", bound=Message)
 _DIRECTIONS = {"maximize": pb.MetricDiff.MAXIMIZE, "minimize": pb.MetricDiff.MINIMIZE}
 
 
@@ -81,12 +86,35 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
     def __init__(self, service: ExperimentsService) -> None:
         self._service = service
 
+    async def _once(
+        self,
+        context,
+        request: Message,
+        response_type: type[Response],
+        write: Callable[[str], Awaitable[Response]],
+    ) -> Response:
+        """`write(tenant)`, or with an idempotency key, the first answer to that key: its writes
+        and the answer commit together, and a retry gets the answer without writing again."""
+        tenant = tenant_of(context)
+        key = idempotency_key(context)
+        if key is None:
+            return await write(tenant)
+        async with self._service.idempotent(tenant, key, fingerprint(request)) as call:
+            if call.stored is not None:
+                return response_type.FromString(call.stored)
+            response = await write(tenant)
+            call.response = response.SerializeToString()
+            return response
+
     # --- experiments ---------------------------------------------------------------------
 
     async def CreateExperiment(self, request, context):
-        fields = experiment_fields(request.experiment)
-        experiment = await self._service.create_experiment(tenant_of(context), fields)
-        return experiment.to_proto()
+        async def write(tenant):
+            fields = experiment_fields(request.experiment)
+            return (await self._service.create_experiment(tenant, fields)).to_proto()
+
+        experiment = await self._once(context, request, experiment_pb2.Experiment, write)
+        return experiment
 
     async def ListExperiments(self, request, context):
         page = await self._service.list_experiments(
@@ -109,23 +137,31 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
         return experiment.to_proto()
 
     async def UpdateExperiment(self, request, context):
-        experiment = await self._service.update_experiment(
-            tenant_of(context),
-            request.experiment_id,
-            experiment_fields(request.experiment),
-            list(request.update_mask.paths),
-        )
-        return experiment.to_proto()
+        async def write(tenant):
+            experiment = await self._service.update_experiment(
+                tenant,
+                request.experiment_id,
+                experiment_fields(request.experiment),
+                list(request.update_mask.paths),
+            )
+            return experiment.to_proto()
+
+        return await self._once(context, request, experiment_pb2.Experiment, write)
 
     async def DeleteExperiment(self, request, context):
-        await self._service.delete_experiment(tenant_of(context), request.experiment_id)
-        return empty_pb2.Empty()
+        async def write(tenant):
+            await self._service.delete_experiment(tenant, request.experiment_id)
+            return empty_pb2.Empty()
+
+        response = await self._once(context, request, empty_pb2.Empty, write)
+        return response
 
     async def RestoreExperiment(self, request, context):
-        experiment = await self._service.restore_experiment(
-            tenant_of(context), request.experiment_id
-        )
-        return experiment.to_proto()
+        async def write(tenant):
+            experiment = await self._service.restore_experiment(tenant, request.experiment_id)
+            return experiment.to_proto()
+
+        return await self._once(context, request, experiment_pb2.Experiment, write)
 
     async def CompareExperiments(self, request, context):
         result = await self._service.compare_experiments(
@@ -139,14 +175,14 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
     # --- runs ----------------------------------------------------------------------------
 
     async def CreateRun(self, request, context):
-        run = await self._service.create_run(
-            tenant_of(context),
-            request.experiment_id,
-            request.name,
-            request.description,
-            dict(request.tags),
-        )
-        return run.to_proto()
+        async def write(tenant):
+            run = await self._service.create_run(
+                tenant, request.experiment_id, request.name, request.description, dict(request.tags)
+            )
+            return run.to_proto()
+
+        run = await self._once(context, request, run_pb2.Run, write)
+        return run
 
     async def ListRuns(self, request, context):
         page = await self._service.list_runs(
@@ -170,46 +206,61 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
         return (await self._service.get_run(tenant_of(context), request.run_id)).to_proto()
 
     async def LogMetrics(self, request, context):
-        points = [
-            MetricPoint(key, value, request.step, request.timestamp)
-            for key, value in request.metrics.items()
-        ]
-        counts = await self._service.log_batch(tenant_of(context), request.run_id, metrics=points)
-        return pb.LogMetricsResponse(run_id=request.run_id, metrics_logged=counts.metrics)
+        async def write(tenant):
+            points = [
+                MetricPoint(key, value, request.step, request.timestamp)
+                for key, value in request.metrics.items()
+            ]
+            counts = await self._service.log_batch(tenant, request.run_id, metrics=points)
+            return pb.LogMetricsResponse(run_id=request.run_id, metrics_logged=counts.metrics)
+
+        return await self._once(context, request, pb.LogMetricsResponse, write)
 
     async def LogParams(self, request, context):
-        counts = await self._service.log_batch(
-            tenant_of(context), request.run_id, params=list(request.params.items())
-        )
-        return pb.LogParamsResponse(run_id=request.run_id, params_logged=counts.params)
+        async def write(tenant):
+            counts = await self._service.log_batch(
+                tenant, request.run_id, params=list(request.params.items())
+            )
+            return pb.LogParamsResponse(run_id=request.run_id, params_logged=counts.params)
+
+        return await self._once(context, request, pb.LogParamsResponse, write)
 
     async def LogBatch(self, request, context):
-        counts = await self._service.log_batch(
-            tenant_of(context),
-            request.run_id,
-            metrics=[MetricPoint(m.key, m.value, m.step, m.timestamp) for m in request.metrics],
-            params=[(p.key, p.value) for p in request.params],
-            tags=[(t.key, t.value) for t in request.tags],
-        )
-        return pb.LogBatchResponse(
-            run_id=request.run_id,
-            metrics_logged=counts.metrics,
-            params_logged=counts.params,
-            tags_logged=counts.tags,
-        )
+        async def write(tenant):
+            counts = await self._service.log_batch(
+                tenant,
+                request.run_id,
+                metrics=[MetricPoint(m.key, m.value, m.step, m.timestamp) for m in request.metrics],
+                params=[(p.key, p.value) for p in request.params],
+                tags=[(t.key, t.value) for t in request.tags],
+            )
+            return pb.LogBatchResponse(
+                run_id=request.run_id,
+                metrics_logged=counts.metrics,
+                params_logged=counts.params,
+                tags_logged=counts.tags,
+            )
+
+        return await self._once(context, request, pb.LogBatchResponse, write)
 
     async def LogArtifact(self, request, context):
-        record = await self._service.log_artifact(
-            tenant_of(context),
-            request.run_id,
-            request.artifact_path,
-            request.upload.content_type,
-            request.upload.data,
-        )
-        artifact = run_pb2.Artifact(
-            path=record.path, size_bytes=record.size_bytes, sha256=record.sha256, uri=record.uri
-        )
-        return pb.LogArtifactResponse(run_id=request.run_id, artifact=artifact)
+        async def write(tenant):
+            record = await self._service.log_artifact(
+                tenant,
+                request.run_id,
+                request.artifact_path,
+                request.upload.content_type,
+                request.upload.data,
+            )
+            artifact = run_pb2.Artifact(
+                path=record.path,
+                size_bytes=record.size_bytes,
+                sha256=record.sha256,
+                uri=record.uri,
+            )
+            return pb.LogArtifactResponse(run_id=request.run_id, artifact=artifact)
+
+        return await self._once(context, request, pb.LogArtifactResponse, write)
 
     async def ListArtifacts(self, request, context):
         listing = await self._service.list_artifacts(
@@ -255,10 +306,11 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
         return response
 
     async def EndRun(self, request, context):
-        run = await self._service.end_run(
-            tenant_of(context), request.run_id, _status_name(request.status)
-        )
-        return run.to_proto()
+        async def write(tenant):
+            run = await self._service.end_run(tenant, request.run_id, _status_name(request.status))
+            return run.to_proto()
+
+        return await self._once(context, request, run_pb2.Run, write)
 
     async def CompareRuns(self, request, context):
         result = await self._service.compare_runs(

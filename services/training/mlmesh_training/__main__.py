@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 import grpc
 import structlog
+from grpc_health.v1 import health
 
 from mlmesh.training.v1 import training_service_pb2, training_service_pb2_grpc
 from mlmesh_common.artifacts import open_artifact_store
 from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
-from mlmesh_common.db import create_engine
+from mlmesh_common.db import create_engine, database_error, ping
+from mlmesh_common.health import DependencyMonitor
 from mlmesh_common.logging import configure_logging
 from mlmesh_common.server import ServiceBinding, build_server, serve
 from mlmesh_training import engine, tuning
@@ -33,6 +35,9 @@ SERVICE_NAME = training_service_pb2.DESCRIPTOR.services_by_name["TrainingService
 class Deps:
     service: TrainingService
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_in_flight: int = 0
+    # Health the caller sets (from the database's reachability); one of its own otherwise.
+    health_servicer: health.aio.HealthServicer | None = None
 
 
 def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:
@@ -41,12 +46,21 @@ def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:
         training_service_pb2_grpc.add_TrainingServiceServicer_to_server,
         TrainingServicer(deps.service),
     )
-    return build_server(address, [binding], max_message_bytes=deps.max_message_bytes)
+    return build_server(
+        address,
+        [binding],
+        max_message_bytes=deps.max_message_bytes,
+        health_servicer=deps.health_servicer,
+        translators=[database_error],
+        max_in_flight=deps.max_in_flight,
+    )
 
 
 async def _main(settings: TrainingSettings) -> bool:
     """Serves until SIGTERM; True when everything, Ray included, shut down cleanly."""
-    db = create_engine(settings.database_url, settings.database_pool_size)
+    db = create_engine(
+        settings.database_url, settings.database_pool_size, settings.database_pool_timeout_s
+    )
     await migrate(db)
     store = SqlTrainingStore(db)
     studies = await asyncio.to_thread(
@@ -66,9 +80,20 @@ async def _main(settings: TrainingSettings) -> bool:
         tuning.Tuner(studies, settings.tune_heartbeat_s),
     )
     await service.tasks.recover()
-    server, port = make_server(Deps(service, settings.max_message_bytes), settings.address)
+    health_servicer = health.aio.HealthServicer()
+    deps = Deps(service, settings.max_message_bytes, settings.max_in_flight, health_servicer)
+    server, port = make_server(deps, settings.address)
+    monitor = DependencyMonitor(health_servicer, [SERVICE_NAME], {"database": lambda: ping(db)})
     try:
-        await serve(server, port, settings.shutdown_grace_s, "training")
+        async with monitor.running():
+            await serve(
+                server,
+                port,
+                settings.shutdown_grace_s,
+                "training",
+                health_servicer=health_servicer,
+                drain_delay_s=settings.drain_delay_s,
+            )
     finally:
         await service.tasks.shutdown()
         await experiments.close()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlmesh_common.errors import InvalidArgument
 from mlmesh_experiments.entities import Experiment, HistoryPoint, MetricPoint, Run
 
 
@@ -69,6 +71,23 @@ class StoredArtifactRecord:
     size_bytes: int
     sha256: str
     uri: str
+
+
+@dataclass
+class IdempotentCall:
+    """One call made with an idempotency key: `stored` is the first call's answer when this is
+    a retry; otherwise the caller makes its writes and sets `response`, the answer to keep."""
+
+    stored: bytes | None = None
+    response: bytes | None = None
+
+
+def key_reused(key: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"idempotency key {key!r} was already used for another request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        metadata={"idempotency_key": key},
+    )
 
 
 class ExperimentStore(abc.ABC):
@@ -136,6 +155,20 @@ class ExperimentStore(abc.ABC):
     @abc.abstractmethod
     async def artifact_records(self, tenant: str, run_id: str) -> dict[str, StoredArtifactRecord]:
         """The run's artifacts in `tenant`."""
+
+    @abc.abstractmethod
+    def idempotent(
+        self, tenant: str, key: str, fingerprint: str
+    ) -> contextlib.AbstractAsyncContextManager[IdempotentCall]:
+        """The call with idempotency `key` in `tenant`. A first call (or one whose key has
+        expired): the writes made inside, and its `response`, commit together or not at all,
+        and a concurrent call with the key waits for it. A retry: `stored` is the first answer
+        and nothing is to be written. The same key with another `fingerprint` (another method
+        or request) raises InvalidArgument."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raises when the storage cannot be reached (a health probe)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -3,10 +3,12 @@ tests and throwaway runs. Every method runs without awaiting, so each is atomic 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from mlmesh_common import history
@@ -17,9 +19,11 @@ from mlmesh_experiments.storage.base import (
     ExperimentQuery,
     ExperimentStore,
     HistoryQuery,
+    IdempotentCall,
     Order,
     RunQuery,
     StoredArtifactRecord,
+    key_reused,
 )
 
 _ATTRIBUTES = {
@@ -41,9 +45,34 @@ class InMemoryExperimentStore(ExperimentStore):
         self._latest: dict[str, dict[str, tuple[int, int]]] = {}  # run -> key -> (step, ts)
         self._history: dict[tuple[str, str], list[HistoryPoint]] = {}
         self._artifacts: dict[tuple[str, str], dict[str, StoredArtifactRecord]] = {}
+        # (tenant, key) -> (fingerprint, first answer); nothing expires in a throwaway store.
+        self._answers: dict[tuple[str, str], tuple[str, bytes]] = {}
+        self._answering = asyncio.Lock()
 
     async def close(self) -> None:
         return None
+
+    async def ping(self) -> None:
+        return None
+
+    @contextlib.asynccontextmanager
+    async def idempotent(
+        self, tenant: str, key: str, fingerprint: str
+    ) -> AsyncIterator[IdempotentCall]:
+        # One idempotent call at a time; a failed call's writes are not undone (nothing is
+        # durable here anyway), but its key stays free.
+        async with self._answering:
+            first = self._answers.get((tenant, key))
+            if first is not None:
+                if first[0] != fingerprint:
+                    raise key_reused(key)
+                yield IdempotentCall(stored=first[1])
+                return
+            call = IdempotentCall()
+            yield call
+            if call.response is None:
+                raise RuntimeError("an idempotent call ended without its response")
+            self._answers[(tenant, key)] = (fingerprint, call.response)
 
     # --- experiments ---------------------------------------------------------------------
 

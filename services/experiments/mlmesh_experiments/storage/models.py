@@ -12,6 +12,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     Index,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -151,3 +152,19 @@ class ArtifactRow(Base):
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     uri: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class IdempotencyKeyRow(Base):
+    """The first answer to a write sent with an idempotency key, kept for a bounded time and
+    replayed to retries carrying the same key. Written in the write's own transaction."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant: Mapped[str] = mapped_column(TENANT, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # The method and a digest of the request: a key reused for another request is refused.
+    fingerprint: Mapped[str] = mapped_column(String(255), nullable=False)
+    response: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -13,6 +16,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    delete,
     false,
     func,
     insert,
@@ -28,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mlmesh_common import history as downsampling
-from mlmesh_common.db import reader, search_reader
+from mlmesh_common.db import driver_connection, ping, reader, search_reader
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
 from mlmesh_experiments.entities import Experiment, HistoryPoint, MetricPoint, Run
 from mlmesh_experiments.storage import search
@@ -36,12 +40,15 @@ from mlmesh_experiments.storage.base import (
     ExperimentQuery,
     ExperimentStore,
     HistoryQuery,
+    IdempotentCall,
     RunQuery,
     StoredArtifactRecord,
+    key_reused,
 )
 from mlmesh_experiments.storage.models import (
     ArtifactRow,
     ExperimentRow,
+    IdempotencyKeyRow,
     LatestMetricRow,
     ParamRow,
     RunRow,
@@ -275,31 +282,116 @@ def _experiment(row: Any) -> Experiment:
     return Experiment(**{name: getattr(row, name) for name in _EXPERIMENT_COLUMNS})
 
 
+# Expired idempotency keys are deleted at most this often (milliseconds).
+_PURGE_EVERY_MS = 60_000
+
+
+@contextlib.asynccontextmanager
+async def _borrowed(connection: AsyncConnection) -> AsyncIterator[AsyncConnection]:
+    yield connection
+
+
 class SqlExperimentStore(ExperimentStore):
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, idempotency_ttl_s: float = 24 * 3600) -> None:
         self._engine = engine
         # Reads autocommit: one round trip per query, no transaction around it.
         self._reader = reader(engine)
         self._searcher = search_reader(engine)
         self._postgres = engine.dialect.name == "postgresql"
         self._insert = postgresql.insert if self._postgres else sqlite.insert
+        self._idempotency_ttl_ms = round(idempotency_ttl_s * 1000)
+        self._purged_at = 0
+        # The transaction of the idempotent call in progress in this task, if any: every write
+        # and read of the call goes through it, so that the key's record commits with them.
+        self._call: contextvars.ContextVar[AsyncConnection | None] = contextvars.ContextVar(
+            f"experiments-store-call-{id(self)}", default=None
+        )
 
     async def close(self) -> None:
         await self._searcher.dispose()
         await self._engine.dispose()
+
+    async def ping(self) -> None:
+        await ping(self._engine)
+        if self._searcher.sync_engine.pool is not self._engine.sync_engine.pool:
+            await ping(self._searcher)
+
+    def _begin(self):
+        """A transaction: the idempotent call's when one is in progress, else a new one."""
+        call = self._call.get()
+        return _borrowed(call) if call is not None else self._engine.begin()
+
+    def _read(self):
+        """An autocommit connection, or the idempotent call's transaction."""
+        call = self._call.get()
+        return _borrowed(call) if call is not None else self._reader.connect()
+
+    @contextlib.asynccontextmanager
+    async def idempotent(
+        self, tenant: str, key: str, fingerprint: str
+    ) -> AsyncIterator[IdempotentCall]:
+        now = time.time_ns() // 1_000_000
+        expired = now - self._idempotency_ttl_ms
+        if now - self._purged_at > _PURGE_EVERY_MS:
+            self._purged_at = now
+            async with self._engine.begin() as conn:
+                await conn.execute(
+                    delete(IdempotencyKeyRow).where(IdempotencyKeyRow.created_at < expired)
+                )
+        mine = and_(IdempotencyKeyRow.tenant == tenant, IdempotencyKeyRow.key == key)
+        async with self._engine.begin() as conn:
+            # A concurrent call with the same key waits here until the first one commits (or
+            # rolls back: then this one runs).
+            claimed = await conn.execute(
+                self._insert(IdempotencyKeyRow)
+                .values(
+                    tenant=tenant, key=key, fingerprint=fingerprint, response=b"", created_at=now
+                )
+                .on_conflict_do_nothing(index_elements=["tenant", "key"])
+                .returning(IdempotencyKeyRow.key)
+            )
+            if claimed.first() is None:
+                first = (
+                    await conn.execute(
+                        select(
+                            IdempotencyKeyRow.fingerprint,
+                            IdempotencyKeyRow.response,
+                            IdempotencyKeyRow.created_at,
+                        ).where(mine)
+                    )
+                ).one()
+                if first.created_at >= expired:
+                    if first.fingerprint != fingerprint:
+                        raise key_reused(key)
+                    yield IdempotentCall(stored=first.response)
+                    return
+                await conn.execute(
+                    update(IdempotencyKeyRow)
+                    .where(mine)
+                    .values(fingerprint=fingerprint, response=b"", created_at=now)
+                )
+            call = IdempotentCall()
+            token = self._call.set(conn)
+            try:
+                yield call
+            finally:
+                self._call.reset(token)
+            if call.response is None:
+                raise RuntimeError("an idempotent call ended without its response")
+            await conn.execute(update(IdempotencyKeyRow).where(mine).values(response=call.response))
 
     # --- experiments ---------------------------------------------------------------------
 
     async def create_experiment(self, experiment: Experiment) -> None:
         values = {name: getattr(experiment, name) for name in _EXPERIMENT_COLUMNS}
         try:
-            async with self._engine.begin() as conn:
+            async with self._begin() as conn:
                 await conn.execute(insert(ExperimentRow).values(values))
         except IntegrityError as exc:
             raise _name_taken(experiment.name) from exc
 
     async def get_experiments(self, ids: Sequence[str]) -> dict[str, Experiment]:
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             rows = await conn.execute(
                 select(ExperimentRow.__table__).where(ExperimentRow.id.in_(ids))
             )
@@ -315,7 +407,7 @@ class SqlExperimentStore(ExperimentStore):
         if query.search:
             escaped = query.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             conditions.append(ExperimentRow.name.ilike(f"%{escaped}%", escape="\\"))
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             total = await conn.scalar(select(func.count()).select_from(table).where(*conditions))
             rows = await conn.execute(
                 select(table)
@@ -328,7 +420,7 @@ class SqlExperimentStore(ExperimentStore):
 
     async def update_experiment(self, experiment_id: str, changes: dict[str, Any]) -> None:
         try:
-            async with self._engine.begin() as conn:
+            async with self._begin() as conn:
                 await conn.execute(
                     update(ExperimentRow).where(ExperimentRow.id == experiment_id).values(changes)
                 )
@@ -339,7 +431,7 @@ class SqlExperimentStore(ExperimentStore):
 
     async def create_run(self, run: Run) -> None:
         values = {name: getattr(run, name) for name in _RUN_COLUMNS}
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(insert(RunRow).values(values))
             if run.tags:
                 await conn.execute(
@@ -353,10 +445,10 @@ class SqlExperimentStore(ExperimentStore):
     async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:
         if not ids:
             return {}
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             if self._postgres and len(ids) == 1:
-                raw = (await conn.get_raw_connection()).driver_connection
-                record = await raw.fetchrow(_PG_RUN[hydrate], ids[0])
+                async with driver_connection(conn) as raw:
+                    record = await raw.fetchrow(_PG_RUN[hydrate], ids[0])
                 if record is None:
                     return {}
                 return {record["id"]: (_hydrated_run if hydrate else _run)(record)}
@@ -429,10 +521,10 @@ class SqlExperimentStore(ExperimentStore):
         if self._postgres and not tags and not params:
             # Metrics alone are one statement on PostgreSQL, atomic by itself: no transaction
             # round trips around it.
-            async with self._reader.connect() as conn:
+            async with self._read() as conn:
                 await self._log_metrics(conn, tenant, run_id, metrics)
             return
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             if metrics:
                 await self._log_metrics(conn, tenant, run_id, metrics)
             if tags:
@@ -527,7 +619,7 @@ class SqlExperimentStore(ExperimentStore):
         await conn.execute(insert(metric_history), rows)
 
     async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             result = await conn.execute(
                 update(RunRow)
                 .where(RunRow.id == run_id, RunRow.status.in_(("RUNNING", "SCHEDULED")))
@@ -545,7 +637,7 @@ class SqlExperimentStore(ExperimentStore):
             "start_step": _FIRST_STEP if query.start_step is None else query.start_step,
             "end_step": _LAST_STEP if query.end_step is None else query.end_step,
         }
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             total, first, last, widest = (await conn.execute(_HISTORY_EXTENT, where)).one()
             if not total:
                 return [], 0
@@ -571,18 +663,18 @@ class SqlExperimentStore(ExperimentStore):
     async def _pg_buckets(
         self, conn: AsyncConnection, where: dict[str, Any], first: int, buckets: int, width: int
     ) -> list[HistoryPoint]:
-        raw = (await conn.get_raw_connection()).driver_connection
-        rows = await raw.fetch(
-            _PG_HISTORY_BUCKETS,
-            where["run_id"],
-            where["key"],
-            where["tenant"],
-            where["start_step"],
-            where["end_step"],
-            first,
-            buckets,
-            width,
-        )
+        async with driver_connection(conn) as raw:
+            rows = await raw.fetch(
+                _PG_HISTORY_BUCKETS,
+                where["run_id"],
+                where["key"],
+                where["tenant"],
+                where["start_step"],
+                where["end_step"],
+                first,
+                buckets,
+                width,
+            )
         # (step, timestamp, is_nan, value) of every pick; a point picked twice counts once.
         picked: set[tuple[float, ...]] = set()
         for earliest, latest, low, high in rows:
@@ -602,15 +694,15 @@ class SqlExperimentStore(ExperimentStore):
         if self._postgres:
             # asyncpg directly (its statement cache prepares this once per connection):
             # SQLAlchemy's per-row result processing costs more than the query.
-            raw = (await conn.get_raw_connection()).driver_connection
-            rows = await raw.fetch(
-                _PG_HISTORY,
-                where["run_id"],
-                where["key"],
-                where["tenant"],
-                where["start_step"],
-                where["end_step"],
-            )
+            async with driver_connection(conn) as raw:
+                rows = await raw.fetch(
+                    _PG_HISTORY,
+                    where["run_id"],
+                    where["key"],
+                    where["tenant"],
+                    where["start_step"],
+                    where["end_step"],
+                )
             return list(map(HistoryPoint._make, rows))
         rows = await conn.execute(_HISTORY_POINTS.order_by(*_HISTORY_ORDER), where)
         return [
@@ -633,7 +725,7 @@ class SqlExperimentStore(ExperimentStore):
             "created_at": at,
         }
         statement = self._insert(ArtifactRow).values(values)
-        async with self._engine.begin() as conn:
+        async with self._begin() as conn:
             await conn.execute(
                 statement.on_conflict_do_update(
                     index_elements=["run_id", "path"],
@@ -646,7 +738,7 @@ class SqlExperimentStore(ExperimentStore):
             )
 
     async def artifact_records(self, tenant: str, run_id: str) -> dict[str, StoredArtifactRecord]:
-        async with self._reader.connect() as conn:
+        async with self._read() as conn:
             mine = and_(ArtifactRow.run_id == run_id, ArtifactRow.tenant == tenant)
             rows = await conn.execute(select(ArtifactRow).where(mine))
             return {
