@@ -184,6 +184,22 @@ def _is_ip(host: str) -> bool:
 # metadata on success (201, 202, 204), trailing metadata on errors (422), which for a
 # trailers-only error arrives in these headers. Native gRPC responses pass untouched.
 _STATUS_LUA = """
+-- Request side: a header name HTTP allows but gRPC metadata does not (`a&b`; gRPC takes only
+-- 0-9 a-z _ . -) would make the upstream's gRPC core refuse the whole call (a 500). Such
+-- headers cannot reach a service, so they are dropped here.
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local illegal = {}
+  for key, _ in headers:__pairs() do
+    if string.sub(key, 1, 1) ~= ":" and string.find(key, "[^0-9a-z_.%-]") then
+      table.insert(illegal, key)
+    end
+  end
+  for _, key in ipairs(illegal) do
+    headers:remove(key)
+  end
+end
+
 local function set_status(handle, headers)
   local code = headers:get(HTTP_CODE_HEADER)
   if code == nil then

@@ -338,6 +338,8 @@ class _Builder:
                 bound.add(rule.body)
             parameters += list(self._query_parameters(request_type, "", bound, ()))
         parameters.append({"$ref": "#/components/parameters/TenantId"})
+        if method.options.Extensions[mlmesh_http_pb2.idempotency_key]:
+            parameters.append({"$ref": "#/components/parameters/IdempotencyKey"})
 
         description = self.index.comments.get(f"{service_name}.{method.name}", "")
         operation: dict[str, Any] = {
@@ -531,7 +533,18 @@ class _Builder:
                             "Caller's tenant (default `default`). Ignored when the gateway "
                             "authenticates: the token's `tenant_id` claim decides."
                         ),
-                    }
+                    },
+                    "IdempotencyKey": {
+                        "name": "x-idempotency-key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": "^[!-~]{1,255}$"},
+                        "description": (
+                            "Makes a retry safe: a repeat of the call with the same key (per "
+                            "tenant, kept for a bounded time) answers the first call's answer and "
+                            "writes nothing new; the same key with another request is 400."
+                        ),
+                    },
                 },
                 "securitySchemes": {
                     "bearerAuth": {

@@ -4,14 +4,18 @@ through the transcoder, and native gRPC callers send it as metadata."""
 
 from __future__ import annotations
 
+import inspect
 import uuid
 
 import grpc
 import pytest
+import requests
 
+from mlmesh.api.v1 import http_pb2
 from mlmesh.experiments.v1 import experiments_service_pb2 as pb
 from mlmesh.experiments.v1 import experiments_service_pb2_grpc
 from mlmesh_common.idempotency import IDEMPOTENCY_HEADER
+from mlmesh_experiments.transport import ExperimentServicer
 from tests.helpers.rest import Client
 
 API = "/api/v1/experiments"
@@ -122,3 +126,26 @@ def test_grpc_metadata_key_and_end_run_replay(registry_process, tenant):
         with pytest.raises(grpc.RpcError) as error:
             stub.EndRun(pb.EndRunRequest(run_id=run.id), metadata=meta)
         assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_the_writes_that_take_a_key_are_the_ones_the_protos_declare(registry_gateway):
+    """`(mlmesh.api.v1.idempotency_key)` documents the header in OpenAPI; the servicer methods
+    that replay an answer by key (`_once`) must be exactly those RPCs."""
+    service = pb.DESCRIPTOR.services_by_name["ExperimentService"]
+    declared = {
+        m.name for m in service.methods if m.GetOptions().Extensions[http_pb2.idempotency_key]
+    }
+    replaying = {
+        m.name
+        for m in service.methods
+        if "self._once(" in inspect.getsource(getattr(ExperimentServicer, m.name))
+    }
+    assert declared == replaying and "LogBatch" in declared
+    document = requests.get(f"{registry_gateway.base_url}/api/v1/openapi.json", timeout=10).json()
+    keyed = {
+        operation["operationId"].removeprefix("ExperimentService_")
+        for path in document["paths"].values()
+        for operation in path.values()
+        if {"$ref": "#/components/parameters/IdempotencyKey"} in operation.get("parameters", [])
+    }
+    assert keyed == declared

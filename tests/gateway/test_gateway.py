@@ -334,3 +334,14 @@ def test_the_gateway_image_entry_point_renders_from_its_environment_and_serves(
     finally:
         process.terminate()
         process.wait(10)
+
+
+def test_a_header_name_grpc_cannot_carry_is_dropped_not_a_500(session, gateway):
+    """`a&b` is a legal HTTP header name but not gRPC metadata: the call still succeeds."""
+    widget_id = create(session, gateway).json()["widget_id"]
+    response = session.get(
+        f"{gateway.base_url}{WIDGETS}/{widget_id}",
+        headers={"chli&": "x", "x-request-id": "illegal-header-probe"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["request_id"] == "illegal-header-probe"
