@@ -348,6 +348,7 @@ def test_a_nul_character_in_any_text_is_a_400_that_writes_nothing(api):
     run = create_run(api, experiment["id"])
     cases = [
         ("POST", API, {"name": "nul-never", "dataset_version": "v\x00"}),
+        ("POST", API, {"name": "nul-never", "artifact_location": "s3://b/\x00"}),
         ("POST", API, {"name": "nul-never", "parameters": {"nested": ["ok", "bad\x00"]}}),
         ("POST", API, {"name": "nul-never", "tags": {"k\x00": "v"}}),
         ("PATCH", f"{API}/{experiment['id']}", {"description": "a\x00b"}),

@@ -105,7 +105,8 @@ def _check_experiment_fields(fields: dict[str, Any]) -> None:
         domain.check_key(key, "metric")
     for key in fields.get("parameters", {}):
         domain.check_key(key, "parameter")
-    check_no_nul(fields.get("parameters", {}), "parameters")
+    # Every text field, artifact_location and the free-form parameters included.
+    check_no_nul(fields, "experiment")
 
 
 class ExperimentsService:
