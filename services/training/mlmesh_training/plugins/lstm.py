@@ -117,13 +117,14 @@ class LstmPlugin(ModelPlugin):
         }
 
     def _fit(self, X: pd.DataFrame, y: pd.Series, params: dict[str, Any], seed: int) -> FittedModel:
-        from mlmesh_training.plugins import _lstm_net
-
         lookback = params["lookback"]
         if len(X) <= lookback:
             raise TooLittleData(
                 f"dl.lstm needs more than lookback={lookback} training rows, got {len(X)}"
             )
+        # After the checks: a fit that cannot run never pays for importing torch.
+        from mlmesh_training.plugins import _lstm_net
+
         x_mean, x_scale = _mean_and_scale(X.to_numpy(dtype=np.float64))
         y_mean, y_scale = _mean_and_scale(y.to_numpy(dtype=np.float64))
         scaled_x = (X.to_numpy(dtype=np.float64) - x_mean) / x_scale
