@@ -374,22 +374,28 @@ def reserved_port(host: str, port: int) -> Iterator[int]:
         held.close()
 
 
-def run_workers(count: int, worker: Callable[[], None], service: str) -> int:
+def run_workers(
+    count: int, worker: Callable[[], None], service: str, *, stop_timeout_s: float = 30.0
+) -> int:
     """Runs `worker()` in `count` forked processes and waits for all of them; returns the exit
     status for the parent (0 when every worker stopped cleanly).
 
     Each worker runs its own asyncio loop and gRPC server (`serve`). SIGTERM or SIGINT to the
     parent is passed on to every worker, and each drains its in-flight calls as a single
     server does. A worker that exits on its own stops the others: the service is whole or
-    not running, and its supervisor restarts it. The parent must not have created any gRPC
-    object before (gRPC's core does not survive a fork)."""
+    not running, and its supervisor restarts it. A worker still running `stop_timeout_s` after
+    it was told to stop (longer than its drain and grace periods) is killed. The parent must not
+    have created any gRPC object before (gRPC's core does not survive a fork)."""
     context = multiprocessing.get_context("fork")
     stopping = False
+    deadline: float | None = None
     processes: list[multiprocessing.process.BaseProcess] = []
 
     def stop_all(signum: int = signal.SIGTERM, _frame: object = None) -> None:
-        nonlocal stopping
+        nonlocal stopping, deadline
         stopping = True
+        if deadline is None:
+            deadline = time.monotonic() + stop_timeout_s
         for process in processes:
             if process.exitcode is None and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
@@ -410,7 +416,15 @@ def run_workers(count: int, worker: Callable[[], None], service: str) -> int:
         status = 0
         while any(p.exitcode is None for p in processes):
             running = [p for p in processes if p.exitcode is None]
-            multiprocessing.connection.wait([p.sentinel for p in running])
+            # Woken at least each second: a signal handler may set the deadline meanwhile.
+            left = 1.0 if deadline is None else min(1.0, max(0.0, deadline - time.monotonic()))
+            ready = multiprocessing.connection.wait([p.sentinel for p in running], left)
+            if not ready and deadline is not None and time.monotonic() >= deadline:
+                for process in running:
+                    log.error("worker did not stop in time; killing it", pid=process.pid)
+                    process.kill()
+                    process.join()
+                return 1
             for process in running:
                 if process.exitcode is None:
                     continue

@@ -144,7 +144,9 @@ def main() -> None:
         def worker() -> None:
             asyncio.run(_main(settings, address, migrated=True, reuse_port=True))
 
-        sys.exit(run_workers(workers, worker, "experiments"))
+        # A worker that outlives its drain delay and grace period by far is stuck: killed.
+        stop_timeout_s = settings.drain_delay_s + settings.shutdown_grace_s + 10
+        sys.exit(run_workers(workers, worker, "experiments", stop_timeout_s=stop_timeout_s))
 
 
 if __name__ == "__main__":

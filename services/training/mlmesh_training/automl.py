@@ -20,6 +20,7 @@ from mlmesh_training.plugins.base import Family
 from mlmesh_training.tuning import EvalData, StudySpec, Tuner, check_space, open_storage
 
 ENSEMBLE_KEY = "ens.mean"
+CANDIDATE_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ class AutoML:
                     self._data.y_ref,
                     self._data.folds,
                     train_scale=self._data.train_scale,
+                    # A candidate's CV is deterministic: one whose worker died (a node lost, a
+                    # native crash) is simply run again before its row counts as FAILED.
+                    retries=CANDIDATE_RETRIES,
                 )
                 async with contextlib.aclosing(stream):
                     async for evaluation in stream:

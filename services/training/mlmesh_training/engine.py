@@ -134,14 +134,17 @@ async def evaluate(
     *,
     fold_by_fold: bool = False,
     train_scale: bool = False,
+    retries: int = 0,
 ) -> AsyncIterator[FoldEvaluation]:
     """Runs one cross-validation on Ray and yields its scored folds. The whole CV is one Ray
     task; with `fold_by_fold` (pruning) each fold is its own task, started only once the caller
     has taken the previous fold's score, so that a pruned trial stops between folds. Plain tasks,
-    not streaming generators: the Ray Client (`ray://`) supports no generators."""
+    not streaming generators: the Ray Client (`ray://`) supports no generators. `retries`: how
+    often Ray runs a task again whose worker died (never for the plugin's own errors)."""
     chunks = [[fold] for fold in folds] if fold_by_fold else [list(folds)]
+    task = _evaluate.options(max_retries=retries) if retries else _evaluate
     for chunk in chunks:
-        ref = _evaluate.remote(plugin_key, params, seed, X_ref, y_ref, chunk, train_scale)
+        ref = task.remote(plugin_key, params, seed, X_ref, y_ref, chunk, train_scale)
         try:
             evaluations = await ref
         except asyncio.CancelledError:
