@@ -164,3 +164,85 @@ def test_sigterm_ends_the_process_within_its_grace_period(
             # The signal kills the local Ray too; when Ray's driver notices its node gone before
             # the service's own shutdown ends, Ray ends the process itself with status 1.
             assert process.process.wait(grace_s) in (0, 1), process.log_tail()
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """pid -> command name of every process below `pid`, read from /proc."""
+    parents: dict[int, list[tuple[int, str]]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        ppid = int(text[text.rindex(")") + 2 :].split()[1])
+        parents.setdefault(ppid, []).append((int(entry), name))
+    found, stack = {}, [pid]
+    while stack:
+        for child, name in parents.get(stack.pop(), []):
+            found[child] = name
+            stack.append(child)
+    return found
+
+
+def alive(pids: dict[int, str], timeout_s: float) -> dict[int, str]:
+    """Those of `pids` still running (not zombies) after up to `timeout_s` of waiting for them
+    to end."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        running = {}
+        for pid, name in pids.items():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            if text[text.rindex(")") + 2] != "Z" and name in text:
+                running[pid] = name
+        if not running or time.monotonic() >= deadline:
+            return running
+        time.sleep(0.2)
+
+
+def train_rf(stub, features: str) -> pb.TrainModelResponse:
+    model = stub.CreateModel(
+        pb.CreateModelRequest(model=model_pb2.Model(name="rf", model_type="random_forest")),
+        metadata=TENANT,
+    )
+    return stub.TrainModel(
+        pb.TrainModelRequest(
+            model_id=model.id,
+            dataset=pb.DatasetSpec(feature_ids=[features], symbol="SPX"),
+            cv=pb.CVConfig(method="expanding", n_splits=3, test_size=0.1),
+        ),
+        metadata=TENANT,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+def test_the_local_ray_starts_with_the_first_job_and_ends_with_the_service(
+    postgres, mlflow_server, registry_process, tmp_path, stop
+):
+    """Without RAY_ADDRESS the service is SERVING (and takes uploads) with no process of its
+    own; the first training starts the local Ray. Once the service is gone, by SIGTERM (exit
+    0) or by SIGKILL to it alone, none of Ray's processes is left."""
+    env = training_env(postgres, mlflow_server, registry_process, tmp_path)
+    with serving(env, tmp_path, free_port()) as (process, stub):
+        pid = process.process.pid
+        features = upload_spx(stub)
+        assert descendants(pid) == {}, "no process before the first job"
+        assert len(train_rf(stub, features).cv_metrics.folds) == 3
+        ray_processes = descendants(pid)
+        assert {"raylet", "gcs_server"} <= set(ray_processes.values())
+        if stop == "sigterm":
+            process.process.send_signal(signal.SIGTERM)
+            assert process.process.wait(30) == 0, process.log_tail()
+        else:
+            process.process.kill()
+            process.process.wait(30)
+        assert alive(ray_processes, 30) == {}, process.log_tail()

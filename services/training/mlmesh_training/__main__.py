@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import grpc
@@ -106,12 +107,16 @@ def main() -> None:
     settings = TrainingSettings()
     configure_logging(settings.log_level, settings.log_format)
     if not asyncio.run(_main(settings)):
-        # Ray's exit hook would block again on the dead local node: everything else is closed.
         log.warning(
             "ray did not shut down in time; exiting", timeout_s=settings.ray_shutdown_timeout_s
         )
-        logging.shutdown()
-        os._exit(0)
+    # Everything is closed: skip the interpreter's teardown. Ray's exit hook would block again
+    # on a dead local node, and once a job ran on a Ray this process joined by address, the
+    # teardown's garbage collection can crash (SIGABRT in gc_collect_main, finalize_modules).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ all rows in another; the gRPC event loop only schedules and awaits them."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ import structlog
 from mlmesh_common.errors import DomainError, FailedPrecondition, Unavailable
 from mlmesh_training.backtest import FoldPredictions
 from mlmesh_training.cv import Fold
+from mlmesh_training.local_ray import HeadFailed, LocalHead
 from mlmesh_training.plugins import get_plugin
 
 log = structlog.get_logger(__name__)
@@ -180,21 +183,37 @@ def _fit_full(plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.S
     return get_plugin(plugin_key).fit(X, y, params, seed).save()
 
 
+# Without a cluster the service runs a local Ray of its own, started by the first job that needs
+# it (`ensure_ray`) in a head process of its own (local_ray.py): about 435 MB in 10 processes that
+# an idle mesh does without. A configured cluster (`address`) is joined at start, so that a bad
+# address fails there.
+_ray_lock = threading.Lock()
+_local_num_cpus: int | None = None
+_local_head: LocalHead | None = None
+_ray_stopped = False
+_RAY_OPTIONS: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+LOCAL_START_TIMEOUT_S = 120.0
+
+
 def start_ray(address: str | None, num_cpus: int | None, connect_timeout_s: float = 120) -> None:
-    """Connects to the cluster at `address` (a GCS address, or `ray://` for the Ray Client),
+    """Connects to the cluster at `address` (a GCS address, or `ray://` for the Ray Client) now,
     retrying while the cluster comes up (a head starts its agents after it accepts
-    connections), or starts a Ray of its own (no dashboard): never one that `ray start` left on
-    the machine."""
-    if ray.is_initialized():
-        return
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+    connections). Without one, only remembers `num_cpus` for the local Ray that `ensure_ray`
+    starts when a job first needs it."""
+    global _local_num_cpus
     if not address:
-        ray.init(address="local", num_cpus=num_cpus, **options)
+        _local_num_cpus = num_cpus
         return
+    with _ray_lock:
+        if not ray.is_initialized():
+            _connect(address, connect_timeout_s)
+
+
+def _connect(address: str, connect_timeout_s: float) -> None:
     deadline = time.monotonic() + connect_timeout_s
     while True:
         try:
-            ray.init(address=address, **options)
+            ray.init(address=address, **_RAY_OPTIONS)
             return
         except ConnectionError as error:
             ray.shutdown()
@@ -204,11 +223,57 @@ def start_ray(address: str | None, num_cpus: int | None, connect_timeout_s: floa
             time.sleep(2)
 
 
+def _start_local() -> None:
+    global _local_head
+    with _ray_lock:
+        if _ray_stopped:
+            raise Unavailable("the training service is shutting down", reason="SHUTTING_DOWN")
+        if ray.is_initialized():
+            return
+        log.info("starting a local ray", num_cpus=_local_num_cpus)
+        if "RAY_AUTH_MODE" not in os.environ:
+            # Token authentication, as ray.init gives a cluster it starts (the token is
+            # ~/.ray/auth_token, made if missing): the head inherits the mode, and this driver
+            # needs it too, as it joins by address. Ray reads the mode once, hence the reload.
+            os.environ["RAY_AUTH_MODE"] = "token"
+            ray._raylet.Config.initialize("")
+        try:
+            head = LocalHead.start(_local_num_cpus, LOCAL_START_TIMEOUT_S)
+        except HeadFailed as error:
+            raise Unavailable(str(error), reason="RAY_UNAVAILABLE") from error
+        _local_head = head
+        ray.init(address=head.address, **_RAY_OPTIONS)
+        log.info("local ray started", address=head.address, pid=head.process.pid)
+
+
+# Not the loop's default executor: asyncio.run waits for that one's threads on the way out.
+_ray_starter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ray-start")
+
+
+async def ensure_ray() -> None:
+    """Ray, started (once, whoever asks first) when no cluster was joined at start. Every job
+    calls this before its first Ray call; starting blocks, so it runs off the event loop."""
+    if not ray.is_initialized():
+        await asyncio.get_running_loop().run_in_executor(_ray_starter, _start_local)
+
+
+def _shutdown(timeout_s: float) -> None:
+    global _ray_stopped
+    with _ray_lock:  # waits for a local Ray still starting, then stops it too
+        _ray_stopped = True
+        ray.shutdown()
+        if _local_head is not None:
+            _local_head.stop(timeout_s)
+
+
 def stop_ray(timeout_s: float) -> bool:
-    """Disconnects from Ray, stopping a local Ray this process started. False when that did not
-    finish within `timeout_s`: Ray's driver blocks for about 10 s when its local node died
-    first, as a SIGTERM to the whole process group (honcho's, Ctrl-C) kills it."""
-    stopping = threading.Thread(target=ray.shutdown, name="ray-shutdown", daemon=True)
+    """Disconnects from Ray and stops the local Ray if a job started one. False when that did
+    not finish within `timeout_s`: Ray's driver blocks for about 10 s when its node died first,
+    as a SIGTERM to the whole process group (honcho's, Ctrl-C) kills it. The local Ray's head
+    stops by itself once this process is gone."""
+    stopping = threading.Thread(
+        target=_shutdown, args=(timeout_s,), name="ray-shutdown", daemon=True
+    )
     stopping.start()
     stopping.join(timeout_s)
     return not stopping.is_alive()
@@ -229,6 +294,7 @@ async def cross_validate(
 ) -> CVResult:
     """Fits every fold in parallel on Ray and scores it out of sample; with `train_scale`
     each fold also predicts its training rows for the std of those predictions."""
+    await ensure_ray()
     X_ref, y_ref = ray.put(X), ray.put(y)
     # Ray's default of three retries: a lost fold is simply fitted again.
     fit = _evaluate.options(max_retries=3)
@@ -283,4 +349,5 @@ async def fit_full(
     plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.Series
 ) -> bytes:
     """The model fitted on every row, serialised by its plugin."""
+    await ensure_ray()
     return await _fit_full.remote(plugin_key, params, seed, X, y)

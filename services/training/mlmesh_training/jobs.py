@@ -475,6 +475,7 @@ class Jobs:
                     await progress(done, total, f"{done}/{total} trials finished{tail}")
 
             async with parent_run(self._mlflow, parent):
+                await engine.ensure_ray()
                 shared = job.data.shared(job.data.backtester(job.backtest, job.cv))
                 result = await self._tuner.drive(
                     opened, study, shared, on_trial=on_trial, progress=trial_done
@@ -611,6 +612,7 @@ class Jobs:
             {},
         )
         async with parent_run(self._mlflow, parent):
+            await engine.ensure_ray()
             shared = job.data.shared(job.data.backtester(job.backtest, job.cv))
             board = await AutoML(shared, job.metric, job.direction, job.seed, job.max_parallel).run(
                 job.candidates, job.tune_trials, job.ensemble_top_k, progress
