@@ -59,8 +59,8 @@ def processes(settings: MeshSettings) -> dict[str, str]:
     """Name -> command line of every process of the local mesh."""
     home = settings.home
     mlflow = [
-        str(BIN / "mlflow"),
-        "server",
+        # `mlflow server`, as one process instead of two (tools/mlflow_server.py).
+        *(str(BIN / "python"), "-m", "tools.mlflow_server"),
         "--backend-store-uri",
         f"sqlite:///{home / 'mlflow.db'}",
         "--artifacts-destination",
