@@ -96,7 +96,6 @@ def _component(pid: int) -> str:
         ("mlmesh_training", "training service"),
         ("mlmesh_experiments", "experiments service"),
         ("mlmesh_tracking", "tracking service"),
-        ("tools.mesh ready", "readiness check"),
         ("tools.mesh run", "process manager (honcho)"),
         ("envoy", "Envoy"),
         ("mlflow", "MLflow server"),
