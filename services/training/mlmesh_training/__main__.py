@@ -1,5 +1,6 @@
 """Entry point: `python -m mlmesh_training` (or `mlmesh-training`) serves the training service,
-after migrating its database, connecting to Ray and failing tasks a previous process left."""
+after migrating its database, joining the configured Ray cluster (a local Ray starts with the
+first job instead) and failing tasks a previous process left."""
 
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ class TrainingSettings(ServerSettings):
             "MLMESH_EXPERIMENTS_UPSTREAM", "MLMESH_TRAINING_EXPERIMENTS_ADDRESS"
         ),
     )
-    # A Ray cluster to run folds on; unset starts a local Ray with `ray_num_cpus` CPUs.
+    # A Ray cluster to run folds on, joined at start; unset: a local Ray with `ray_num_cpus`
+    # CPUs, started (in a process of its own, local_ray.py) with the first job that needs Ray.
     ray_address: str | None = Field(
         None, validation_alias=AliasChoices("RAY_ADDRESS", "MLMESH_TRAINING_RAY_ADDRESS")
     )
