@@ -184,9 +184,9 @@ def _fit_full(plugin_key: str, params: dict, seed: int, X: pd.DataFrame, y: pd.S
 
 
 # Without a cluster the service runs a local Ray of its own, started by the first job that needs
-# it (`ensure_ray`) in a head process of its own (local_ray.py): about 435 MB in 10 processes that
-# an idle mesh does without. A configured cluster (`address`) is joined at start, so that a bad
-# address fails there.
+# it (`ensure_ray`) in a head process of its own (local_ray.py): about 435 MB in 9 processes,
+# besides the head's own, that an idle mesh does without. A configured cluster (`address`) is
+# joined at start, so that a bad address fails there.
 _ray_lock = threading.Lock()
 _local_num_cpus: int | None = None
 _local_head: LocalHead | None = None
