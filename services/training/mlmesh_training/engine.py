@@ -193,6 +193,7 @@ _local_head: LocalHead | None = None
 _ray_stopped = False
 _RAY_OPTIONS: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
 LOCAL_START_TIMEOUT_S = 120.0
+LOCAL_STOP_TIMEOUT_S = 5.0
 
 
 def start_ray(address: str | None, num_cpus: int | None, connect_timeout_s: float = 120) -> None:
@@ -241,8 +242,15 @@ def _start_local() -> None:
             head = LocalHead.start(_local_num_cpus, LOCAL_START_TIMEOUT_S)
         except HeadFailed as error:
             raise Unavailable(str(error), reason="RAY_UNAVAILABLE") from error
+        try:
+            ray.init(address=head.address, **_RAY_OPTIONS)
+        except Exception as error:  # the next job starts another
+            ray.shutdown()
+            head.stop(LOCAL_STOP_TIMEOUT_S)
+            raise Unavailable(
+                f"could not join the local Ray: {error}", reason="RAY_UNAVAILABLE"
+            ) from error
         _local_head = head
-        ray.init(address=head.address, **_RAY_OPTIONS)
         log.info("local ray started", address=head.address, pid=head.process.pid)
 
 
