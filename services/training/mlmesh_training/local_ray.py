@@ -38,12 +38,16 @@ class LocalHead:
     @classmethod
     def start(cls, num_cpus: int | None, timeout_s: float) -> LocalHead:
         """Starts the head and waits for its address. No Python runs between fork and exec
-        (no `preexec_fn`), so this is safe from a threaded process. It stays in the service's
-        process group: a signal to the group (Ctrl-C, honcho) reaches it as well."""
+        (no `preexec_fn`), so this is safe from a threaded process. It runs in a session of
+        its own: a signal to the service's process group (Ctrl-C, honcho) reaches the service
+        alone, which drains its jobs on the Ray still running and then closes the head's stdin.
+        Killed with its group, Ray's driver in the service aborted the process instead."""
         command = [sys.executable, "-m", "mlmesh_training.local_ray"]
         if num_cpus is not None:
             command += ["--num-cpus", str(num_cpus)]
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+        )
         assert process.stdout is not None
         deadline = time.monotonic() + timeout_s
         line = b""
