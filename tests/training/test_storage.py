@@ -16,7 +16,7 @@ from mlmesh_training.storage.migrate import MIGRATIONS, VERSION_TABLE, migrate
 from mlmesh_training.storage.sql import SqlTrainingStore
 from mlmesh_training.tuning import open_storage, sync_url
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def _tables_and_versions(url: str) -> tuple[set[str], dict[str, str]]:

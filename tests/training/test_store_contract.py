@@ -1,9 +1,11 @@
 """One contract for every training store (in-memory, SQLite, PostgreSQL): id lookups, tenant-scoped
 lists newest first with exact totals, optimistic model versions, dataset dedup by content, the
-newest bars, and conditional task updates. Each test works in a tenant of its own."""
+newest bars, conditional task updates, and task leases (owner-fenced writes, lapsed leases, one
+winner per claim). Each test works in a tenant of its own."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -69,7 +71,9 @@ def dataset(tenant: str, created_at: int, kind: str = "features", **fields) -> D
     return Dataset(**{**values, **fields})
 
 
-def task(tenant: str, created_at: int, status: str = "PENDING", kind: str = "train") -> Task:
+def task(
+    tenant: str, created_at: int, status: str = "PENDING", kind: str = "train", **fields
+) -> Task:
     return Task(
         id=str(uuid.uuid4()),
         tenant=tenant,
@@ -77,6 +81,7 @@ def task(tenant: str, created_at: int, status: str = "PENDING", kind: str = "tra
         status=status,
         request={"model_id": "m"},
         created_at=created_at,
+        **fields,
     )
 
 
@@ -168,3 +173,58 @@ async def test_tasks_listed_by_status_and_kind(store, tenant):
     assert total == 2 and [t.created_at for t in listed] == [3, 1]
     active = await store.tasks_with_status(("PENDING", "RUNNING"))
     assert {t.id for t in active if t.tenant == tenant} == {tasks[0].id, tasks[1].id}
+
+
+async def test_task_writes_fenced_by_their_owner(store, tenant):
+    t = task(tenant, 1, "RUNNING", owner="a", lease_expires_at=100, attempt=1)
+    await store.create_task(t)
+    assert not await store.update_task(t.id, {"progress_completed": 1}, ("RUNNING",), owner="b")
+    assert await store.update_task(t.id, {"lease_expires_at": 200}, ("RUNNING",), owner="a")
+    stored = await store.get_task(t.id)
+    assert (stored.owner, stored.lease_expires_at, stored.attempt) == ("a", 200, 1)
+    assert stored.progress_completed == 0
+
+
+async def test_lapsed_tasks_are_the_active_ones_whose_lease_ended(store, tenant):
+    lapsed_pending = task(tenant, 1, owner="a", lease_expires_at=50, attempt=0)
+    lapsed_running = task(tenant, 2, "RUNNING", owner="a", lease_expires_at=100, attempt=1)
+    held = task(tenant, 3, "RUNNING", owner="b", lease_expires_at=101, attempt=1)
+    done = task(tenant, 4, "SUCCEEDED", owner="a", lease_expires_at=0, attempt=1)
+    for t in (lapsed_pending, lapsed_running, held, done):
+        await store.create_task(t)
+    found = [t for t in await store.lapsed_tasks(100, 10_000) if t.tenant == tenant]
+    assert [t.id for t in found] == [lapsed_pending.id, lapsed_running.id]
+    assert (found[1].owner, found[1].attempt) == ("a", 1)
+
+
+async def test_a_claim_takes_a_lapsed_task_over_once(store, tenant):
+    t = task(tenant, 1, "RUNNING", owner="a", lease_expires_at=100, attempt=1, started_at=7)
+    await store.create_task(t)
+    assert not await store.claim_task(t.id, 1, "b", now=99, until=200)  # still held
+    assert not await store.claim_task(t.id, 0, "b", now=100, until=200)  # stale attempt
+    assert await store.claim_task(t.id, 1, "b", now=100, until=200)
+    # Another replica that saw the same lapsed lease loses, and so does the old owner.
+    assert not await store.claim_task(t.id, 1, "c", now=150, until=250)
+    assert not await store.update_task(t.id, {"status": "SUCCEEDED"}, ("RUNNING",), owner="a")
+    stored = await store.get_task(t.id)
+    assert (stored.owner, stored.lease_expires_at, stored.attempt) == ("b", 200, 2)
+    assert (stored.status, stored.started_at) == ("RUNNING", 7)
+    pending = task(tenant, 2, owner="a", lease_expires_at=0, attempt=0)
+    await store.create_task(pending)
+    assert await store.claim_task(pending.id, 0, "b", now=100, until=200)
+    stored = await store.get_task(pending.id)
+    assert (stored.status, stored.started_at, stored.attempt) == ("RUNNING", 100, 1)
+    finished = task(tenant, 3, "FAILED", owner="a", lease_expires_at=0, attempt=1)
+    await store.create_task(finished)
+    assert not await store.claim_task(finished.id, 1, "b", now=100, until=200)
+    assert not await store.claim_task(str(uuid.uuid4()), 0, "b", now=100, until=200)
+
+
+async def test_concurrent_claims_have_exactly_one_winner(store, tenant):
+    t = task(tenant, 1, "RUNNING", owner="dead", lease_expires_at=10, attempt=3)
+    await store.create_task(t)
+    owners = [f"r{n}" for n in range(8)]
+    won = await asyncio.gather(*(store.claim_task(t.id, 3, o, 20, 1_000) for o in owners))
+    assert sum(won) == 1
+    stored = await store.get_task(t.id)
+    assert stored.owner == owners[won.index(True)] and stored.attempt == 4

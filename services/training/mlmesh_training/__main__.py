@@ -1,6 +1,7 @@
 """Entry point: `python -m mlmesh_training` (or `mlmesh-training`) serves the training service,
-after migrating its database, joining the configured Ray cluster (a local Ray starts with the
-first job instead) and failing tasks a previous process left."""
+after migrating its database and joining the configured Ray cluster (a local Ray starts with
+the first job instead); it takes over the tasks whose replica died or handed them over
+(tasks.py)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ from mlmesh_training.lineage import ExperimentsRecorder, MlflowRecorder, detect_
 from mlmesh_training.service import TrainingService
 from mlmesh_training.storage.migrate import migrate
 from mlmesh_training.storage.sql import SqlTrainingStore
-from mlmesh_training.transport import TrainingServicer
+from mlmesh_training.tasks import Leases, replica_name
+from mlmesh_training.transport import TrainingServicer, task_resumer
 
 log = structlog.get_logger("mlmesh.training")
 SERVICE_NAME = training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name
@@ -80,8 +82,15 @@ async def _main(settings: TrainingSettings) -> bool:
         experiments,
         settings.git_commit or detect_git_commit(),
         tuning.Tuner(studies, settings.tune_heartbeat_s),
+        leases=Leases(
+            owner=settings.replica_id or replica_name(),
+            lease_s=settings.task_lease_s,
+            heartbeat_s=settings.task_heartbeat_s,
+            scan_s=settings.task_scan_s,
+            max_attempts=settings.task_max_attempts,
+        ),
     )
-    await service.tasks.recover()
+    service.tasks.start(task_resumer(service))
     health_servicer = health.aio.HealthServicer()
     deps = Deps(service, settings.max_message_bytes, settings.max_in_flight, health_servicer)
     server, port = make_server(deps, settings.address)

@@ -47,3 +47,13 @@ class TrainingSettings(ServerSettings):
     # How often a tuning driver renews its lease on a study; a study whose lease is three
     # intervals old is taken over (its RUNNING trials failed as interrupted) on resume.
     tune_heartbeat_s: float = 5.0
+    # Task leases (tasks.py): a replica holds each task it runs for `task_lease_s`, renewing it
+    # every `task_heartbeat_s`; every `task_scan_s` it takes over the tasks whose lease lapsed
+    # (their replica died) or was handed over (SIGTERM). A task started `task_max_attempts`
+    # times is FAILED instead of being started again.
+    task_lease_s: float = 30.0
+    task_heartbeat_s: float = 10.0
+    task_scan_s: float = 5.0
+    task_max_attempts: int = 3
+    # This replica's name in the tasks it holds; unset: host name, process id and a random part.
+    replica_id: str = ""

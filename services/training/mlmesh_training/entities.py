@@ -97,6 +97,11 @@ class Task:
     error: dict[str, Any] | None = None
     started_at: int | None = None
     finished_at: int | None = None
+    # The replica running it, until when (epoch ms) it holds the task unless it renews, and
+    # how many times a replica has started it (tasks.py: a lapsed lease is taken over).
+    owner: str = ""
+    lease_expires_at: int = 0
+    attempt: int = 0
 
     def to_proto(self) -> task_pb2.Task:
         task = task_pb2.Task(
@@ -109,6 +114,7 @@ class Task:
                 message=self.progress_message,
             ),
             created_at=timestamp(self.created_at),
+            attempt=self.attempt,
         )
         if self.result is not None:
             task.result.CopyFrom(struct(self.result))

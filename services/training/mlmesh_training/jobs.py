@@ -33,7 +33,7 @@ from mlmesh_training.plugins import get_plugin, plugins
 from mlmesh_training.plugins.base import check_seed
 from mlmesh_training.selection import RANK_BY, Selection, select
 from mlmesh_training.storage.base import TrainingStore
-from mlmesh_training.tasks import Progress, TaskRunner
+from mlmesh_training.tasks import Progress, TaskRunner, Work
 from mlmesh_training.tuning import StudySpec, TrialView, Tuner
 
 DEFAULT_TRIALS = 30
@@ -229,12 +229,21 @@ class Jobs:
     ) -> Task:
         """Runs `job` as a background task that stores `request` and, once done, its result
         as `encode` writes it."""
-        run = {"train": self.train, "tune": self.tune, "automl": self.automl}[job.kind]
+        return await self._tasks.submit(tenant, job.kind, request, self.work(tenant, job, encode))
+
+    def work(
+        self, tenant: str, job: Job, encode: Callable[[Any], dict], resumed: bool = False
+    ) -> Work:
+        """`job` as a task's work. A resumed tune (a task taken over from another replica)
+        first waits for the study lease of a driver that died with that replica to lapse."""
 
         async def work(progress: Progress) -> dict[str, Any]:
+            if isinstance(job, TuneJob):
+                return encode(await self.tune(tenant, job, progress, resumed=resumed))
+            run = self.train if isinstance(job, TrainJob) else self.automl
             return encode(await run(tenant, job, progress))
 
-        return await self._tasks.submit(tenant, job.kind, request, work)
+        return work
 
     def _lineage(self, tenant: str, data: TrainingData, strategy_id: str, run_type: str) -> Lineage:
         return Lineage(
@@ -427,12 +436,19 @@ class Jobs:
         )
         return TuneJob(study, study_name, data, spec.strategy_id, spec.cv, config, rank_by)
 
-    async def tune(self, tenant: str, job: TuneJob, progress: Progress | None = None) -> TuneResult:
+    async def tune(
+        self,
+        tenant: str,
+        job: TuneJob,
+        progress: Progress | None = None,
+        resumed: bool = False,
+    ) -> TuneResult:
         study = job.study
         if progress is not None:
             await progress(0, study.n_trials, "starting")
         lineage = self._lineage(tenant, job.data, job.strategy_id, "tuning")
-        async with self._tuner.open(study) as opened:
+        wait_s = self._tuner.lease_s if resumed else 0.0
+        async with self._tuner.open(study, wait_s=wait_s) as opened:
             parent = (await asyncio.to_thread(lambda: opened.user_attrs)).get(MLFLOW_RUN)
             if parent is None:
                 parent = await self._mlflow.start_parent(

@@ -12,7 +12,7 @@ from mlmesh_training.catalog import Catalog
 from mlmesh_training.jobs import Jobs
 from mlmesh_training.lineage import ExperimentsRecorder, MlflowRecorder
 from mlmesh_training.storage.base import TrainingStore
-from mlmesh_training.tasks import TaskRunner
+from mlmesh_training.tasks import Leases, TaskRunner
 from mlmesh_training.tuning import Tuner
 
 
@@ -26,8 +26,9 @@ class TrainingService:
         git_commit: str,
         tuner: Tuner,
         clock: Callable[[], int] = now_ms,
+        leases: Leases | None = None,
     ) -> None:
-        self.tasks = TaskRunner(store, clock)
+        self.tasks = TaskRunner(store, clock, leases)
         self.catalog = Catalog(store, artifacts, clock)
         self.jobs = Jobs(
             store,

@@ -10,6 +10,7 @@ from google.protobuf import empty_pb2, json_format, struct_pb2
 
 from mlmesh.training.v1 import task_pb2, training_service_pb2_grpc
 from mlmesh.training.v1 import training_service_pb2 as pb
+from mlmesh_common.errors import FailedPrecondition
 from mlmesh_common.http import answer_instead
 from mlmesh_common.tenancy import tenant_of
 from mlmesh_common.values import struct, timestamp
@@ -17,6 +18,7 @@ from mlmesh_training import datasets as ds
 from mlmesh_training.backtest import BacktestResult, BacktestSpec
 from mlmesh_training.catalog import DatasetSpec
 from mlmesh_training.cv import CVConfig
+from mlmesh_training.entities import Task
 from mlmesh_training.jobs import (
     AutoMLResult,
     AutoMLSpec,
@@ -28,6 +30,7 @@ from mlmesh_training.jobs import (
 from mlmesh_training.plugins import plugins
 from mlmesh_training.selection import Selection
 from mlmesh_training.service import TrainingService
+from mlmesh_training.tasks import Resume, Work
 from mlmesh_training.tuning import TrialView
 
 
@@ -361,6 +364,27 @@ def _automl_response(result: AutoMLResult) -> pb.RunAutoMLResponse:
     )
 
 
+def task_resumer(service: TrainingService) -> Resume:
+    """Rebuilds a task's work from its stored request, checked again as when it was submitted
+    (a model or dataset deleted since fails it with the same error a new request would get)."""
+    jobs = service.jobs
+    kinds = {
+        "train": (pb.TrainModelRequest, _train_spec, jobs.prepare_train, _train_response),
+        "tune": (pb.TuneModelRequest, _tune_spec, jobs.prepare_tune, _tune_response),
+        "automl": (pb.RunAutoMLRequest, _automl_spec, jobs.prepare_automl, _automl_response),
+    }
+
+    async def resume(task: Task) -> Work:
+        if task.kind not in kinds:
+            raise FailedPrecondition(f"unknown task kind {task.kind!r}", reason="UNKNOWN_TASK")
+        message, to_spec, prepare, respond = kinds[task.kind]
+        request = json_format.ParseDict(task.request, message())
+        job = await prepare(task.tenant, to_spec(request))
+        return jobs.work(task.tenant, job, lambda r: _message_dict(respond(r)), resumed=True)
+
+    return resume
+
+
 class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
     def __init__(self, service: TrainingService) -> None:
         self._catalog = service.catalog
@@ -438,7 +462,12 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
 
     async def TuneModelAsync(self, request, context):
         job = await self._jobs.prepare_tune(tenant_of(context), _tune_spec(request.request))
-        return await self._submit(context, job, request.request, _tune_response)
+        # Stored with the study's name, generated or given, so that a replica taking the task
+        # over resumes that study.
+        stored = pb.TuneModelRequest()
+        stored.CopyFrom(request.request)
+        stored.study_name = job.study_name
+        return await self._submit(context, job, stored, _tune_response)
 
     async def RunAutoML(self, request, context):
         tenant = tenant_of(context)

@@ -271,15 +271,32 @@ class Tuner:
         self._owner = uuid.uuid4().hex
         self._active: set[str] = set()
 
+    @property
+    def lease_s(self) -> float:
+        """How long a study's lease outlives its driver's last heartbeat, with one to spare."""
+        return 4 * self._heartbeat_s
+
     @contextlib.asynccontextmanager
-    async def open(self, spec: StudySpec) -> AsyncIterator[optuna.Study]:
+    async def open(self, spec: StudySpec, wait_s: float = 0.0) -> AsyncIterator[optuna.Study]:
         """The study, created or loaded (a resume), checked against the request and taken
-        over from a dead driver; held by this process until the block ends."""
+        over from a dead driver; held by this process until the block ends. While another
+        driver's lease on it looks alive, retries for up to `wait_s` before it answers
+        STUDY_RUNNING (a task taken over from a killed replica waits for that replica's lease
+        to lapse)."""
         if spec.name in self._active:
             raise Conflict(f"study {spec.name!r} is already running", reason="STUDY_RUNNING")
         self._active.add(spec.name)
         try:
-            yield await asyncio.to_thread(self._open, spec)
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    study = await asyncio.to_thread(self._open, spec)
+                    break
+                except Conflict as error:
+                    if error.reason != "STUDY_RUNNING" or time.monotonic() >= deadline:
+                        raise
+                await asyncio.sleep(min(self._heartbeat_s, max(deadline - time.monotonic(), 0)))
+            yield study
         finally:
             self._active.discard(spec.name)
 

@@ -65,12 +65,32 @@ class TrainingStore(abc.ABC):
 
     @abc.abstractmethod
     async def update_task(
-        self, task_id: str, changes: dict[str, Any], only_if_status: Sequence[str] = ()
+        self,
+        task_id: str,
+        changes: dict[str, Any],
+        only_if_status: Sequence[str] = (),
+        owner: str | None = None,
     ) -> bool:
-        """Applies `changes`; with `only_if_status`, only while the task is in one of them."""
+        """Applies `changes`; with `only_if_status`, only while the task is in one of them;
+        with `owner`, only while that replica holds it (a replica that lost its lease can
+        write nothing more). True when the task was changed."""
 
     @abc.abstractmethod
     async def tasks_with_status(self, statuses: Sequence[str]) -> list[Task]: ...
+
+    @abc.abstractmethod
+    async def lapsed_tasks(self, now: int, limit: int) -> list[Task]:
+        """Up to `limit` PENDING or RUNNING tasks whose lease ended at or before `now` (epoch
+        ms), oldest first."""
+
+    @abc.abstractmethod
+    async def claim_task(
+        self, task_id: str, attempt: int, owner: str, now: int, until: int
+    ) -> bool:
+        """Takes a lapsed task over, atomically: only if it is still PENDING or RUNNING, at
+        `attempt`, and its lease ended at or before `now`. The winner holds it until `until`
+        at attempt + 1, RUNNING (started_at kept, or `now`); of two replicas claiming one task,
+        exactly one gets True."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -13,6 +13,7 @@ from mlmesh_training.storage.base import TrainingStore
 
 # What makes two uploads one dataset: the tenant, the content and the metadata.
 _DATASET_IDENTITY = ("tenant", "version_hash", "kind", "symbol", "timeframe", "name")
+_ACTIVE = ("PENDING", "RUNNING")
 
 
 def _newest_first(items: list[Any]) -> list[Any]:
@@ -100,9 +101,11 @@ class InMemoryTrainingStore(TrainingStore):
     async def list_tasks(self, tenant, filters, offset, limit):
         return _page(self._tasks, tenant, filters, offset, limit)
 
-    async def update_task(self, task_id, changes, only_if_status=()) -> bool:
+    async def update_task(self, task_id, changes, only_if_status=(), owner=None) -> bool:
         task = self._tasks.get(task_id)
         if task is None or (only_if_status and task.status not in only_if_status):
+            return False
+        if owner is not None and task.owner != owner:
             return False
         for name, value in copy.deepcopy(changes).items():
             setattr(task, name, value)
@@ -110,3 +113,21 @@ class InMemoryTrainingStore(TrainingStore):
 
     async def tasks_with_status(self, statuses: Sequence[str]) -> list[Task]:
         return [copy.deepcopy(t) for t in self._tasks.values() if t.status in statuses]
+
+    async def lapsed_tasks(self, now: int, limit: int) -> list[Task]:
+        lapsed = [
+            t for t in self._tasks.values() if t.status in _ACTIVE and t.lease_expires_at <= now
+        ]
+        lapsed.sort(key=lambda t: (t.created_at, t.id))
+        return [copy.deepcopy(t) for t in lapsed[:limit]]
+
+    async def claim_task(self, task_id, attempt, owner, now, until) -> bool:
+        task = self._tasks.get(task_id)
+        if task is None or task.status not in _ACTIVE:
+            return False
+        if task.attempt != attempt or task.lease_expires_at > now:
+            return False
+        task.owner, task.lease_expires_at, task.attempt = owner, until, attempt + 1
+        task.status = "RUNNING"
+        task.started_at = now if task.started_at is None else task.started_at
+        return True

@@ -84,6 +84,10 @@ class TaskRow(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, nullable=False)
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     finished_at: Mapped[int | None] = mapped_column(BigInteger)
+    # The lease (tasks.py): the replica holding the task, until when, and its attempt number.
+    owner: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    lease_expires_at: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
     __table_args__ = (
         Index("ix_tasks_tenant_created", "tenant", "created_at", "id"),

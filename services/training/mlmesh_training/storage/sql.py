@@ -14,6 +14,8 @@ from mlmesh_training.entities import Dataset, Model, Task
 from mlmesh_training.storage.base import TrainingStore
 from mlmesh_training.storage.models import DatasetRow, ModelRow, TaskRow
 
+_ACTIVE = ("PENDING", "RUNNING")
+
 
 def _columns(row_type: type) -> list[str]:
     return [column.key for column in row_type.__table__.columns]
@@ -137,10 +139,12 @@ class SqlTrainingStore(TrainingStore):
     async def list_tasks(self, tenant, filters, offset, limit):
         return await self._list(TaskRow, tenant, filters, offset, limit)
 
-    async def update_task(self, task_id, changes, only_if_status=()) -> bool:
+    async def update_task(self, task_id, changes, only_if_status=(), owner=None) -> bool:
         conditions = [TaskRow.id == task_id]
         if only_if_status:
             conditions.append(TaskRow.status.in_(only_if_status))
+        if owner is not None:
+            conditions.append(TaskRow.owner == owner)
         async with self._engine.begin() as conn:
             result = await conn.execute(update(TaskRow).where(*conditions).values(**changes))
             return result.rowcount == 1
@@ -149,3 +153,36 @@ class SqlTrainingStore(TrainingStore):
         async with self._reader.connect() as conn:
             rows = await conn.execute(select(TaskRow.__table__).where(TaskRow.status.in_(statuses)))
             return [self._entity(TaskRow, row) for row in rows]
+
+    async def lapsed_tasks(self, now: int, limit: int) -> list[Task]:
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(
+                select(TaskRow.__table__)
+                .where(TaskRow.status.in_(_ACTIVE), TaskRow.lease_expires_at <= now)
+                .order_by(TaskRow.created_at, TaskRow.id)
+                .limit(limit)
+            )
+            return [self._entity(TaskRow, row) for row in rows]
+
+    async def claim_task(self, task_id, attempt, owner, now, until) -> bool:
+        # One conditional UPDATE: PostgreSQL re-checks the WHERE clause on the row a concurrent
+        # claim committed (READ COMMITTED), SQLite runs one writer at a time; either way the
+        # second claim finds the attempt moved on and the lease renewed, and changes nothing.
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(TaskRow)
+                .where(
+                    TaskRow.id == task_id,
+                    TaskRow.status.in_(_ACTIVE),
+                    TaskRow.attempt == attempt,
+                    TaskRow.lease_expires_at <= now,
+                )
+                .values(
+                    owner=owner,
+                    lease_expires_at=until,
+                    attempt=attempt + 1,
+                    status="RUNNING",
+                    started_at=func.coalesce(TaskRow.started_at, now),
+                )
+            )
+            return result.rowcount == 1
