@@ -19,7 +19,17 @@ from tests.helpers.postgres import PostgresCluster, PostgresUnavailable, find_pg
 from tests.helpers.services import ServiceProcess
 from tests.reliability.report import Report
 
-SECTIONS = ["database", "kill", "rolling", "overload", "rate_limit", "artifacts", "mlflow"]
+SECTIONS = [
+    "database",
+    "kill",
+    "rolling",
+    "overload",
+    "rate_limit",
+    "artifacts",
+    "mlflow",
+    "training_kill",
+    "training_rolling",
+]
 
 
 @pytest.fixture(scope="session")

@@ -5,14 +5,7 @@ worker mid-study loses no finished trial, and the study finishes once a worker i
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,61 +13,11 @@ import pytest
 from mlmesh.training.v1 import model_pb2, task_pb2, training_service_pb2_grpc
 from mlmesh.training.v1 import training_service_pb2 as pb
 from tests.helpers.net import free_port
+from tests.helpers.ray_cluster import RAY_ENV, RayNode, alive_nodes, wait_for_head
 from tests.helpers.services import ServiceProcess
 from tests.helpers.training import bars_csv, features_csv, training_env, upload_grpc
 
 TENANT = [("x-tenant-id", "ray-cluster")]
-RAY = str(Path(sys.executable).parent / "ray")
-# Token authentication, as a deployed cluster has it (one token per test run), and dead nodes
-# noticed in seconds rather than the default half minute.
-RAY_ENV = {
-    "RAY_AUTH_MODE": "token",
-    "RAY_AUTH_TOKEN": secrets.token_hex(32),
-    "RAY_health_check_period_ms": "500",
-    "RAY_health_check_timeout_ms": "500",
-    "RAY_health_check_failure_threshold": "3",
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-
-
-class RayNode:
-    """One `ray start --block` process: killing its process group kills the node."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        self.process = subprocess.Popen(
-            [RAY, "start", "--block", "--disable-usage-stats", *args],
-            env={**os.environ, **RAY_ENV},
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(30)
-
-
-def alive_nodes(address: str) -> dict[str, float]:
-    """node id -> CPUs of the cluster's live nodes, asked from a separate driver; empty while
-    the head is not up yet."""
-    script = (
-        "import json, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False);"
-        "print(json.dumps({n['NodeID']: n['Resources'].get('CPU', 0) "
-        "for n in ray.nodes() if n['Alive']}))"
-    )
-    try:
-        out = subprocess.run(
-            [sys.executable, "-c", script, address],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, **RAY_ENV},
-        )
-    except subprocess.TimeoutExpired:  # a driver can hang on a head that is still starting
-        return {}
-    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
 
 
 def wait_for_worker(address: str, known: set[str]) -> str:
@@ -115,16 +58,7 @@ def cluster(tmp_path):
     )
     nodes.append(head)
     try:
-        deadline = time.monotonic() + 180
-        # `ray start` reports the node up once its processes are; only then can drivers connect.
-        while "Ray runtime started" not in head.log.read_text(errors="replace"):
-            assert head.process.poll() is None, head.log.read_text()
-            assert time.monotonic() < deadline, "the head node never came up"
-            time.sleep(0.5)
-        while not (nodes_up := alive_nodes(address)):
-            assert head.process.poll() is None, head.log.read_text()
-            assert time.monotonic() < deadline, "the head node never came up"
-            time.sleep(1)
+        nodes_up = wait_for_head(head, address)
         clients = {"driver": address, "client": f"ray://127.0.0.1:{client_port}"}
         yield address, clients, next(iter(nodes_up)), worker
     finally:
