@@ -1,5 +1,6 @@
 """Tasks survive the service: a task interrupted by a crash (SIGKILL) or a graceful stop
-(SIGTERM) is FAILED with the reason after the restart, never PENDING or RUNNING forever."""
+(SIGTERM) is taken over by the restarted service (once its lease lapsed, or at once when it was
+handed over) and run again to its end, never FAILED for the restart nor RUNNING forever."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from google.rpc import error_details_pb2
 
 from mlmesh.training.v1 import model_pb2, task_pb2, training_service_pb2_grpc
 from mlmesh.training.v1 import training_service_pb2 as pb
@@ -77,30 +77,39 @@ def running_task(stub) -> str:
 
 
 @pytest.mark.parametrize(
-    ("stop", "reason"),
-    [
-        (lambda p: os.killpg(p.process.pid, signal.SIGKILL), "SERVICE_RESTARTED"),
-        (lambda p: p.stop(), "SERVICE_STOPPED"),
-    ],
+    "stop",
+    [lambda p: os.killpg(p.process.pid, signal.SIGKILL), lambda p: p.stop()],
     ids=["crash", "graceful"],
 )
-def test_interrupted_task_is_failed_with_reason(
-    postgres, mlflow_server, registry_process, tmp_path, stop, reason
+def test_interrupted_task_is_taken_over_after_the_restart(
+    postgres, mlflow_server, registry_process, tmp_path, stop
 ):
-    env = training_env(postgres, mlflow_server, registry_process, tmp_path)
+    env = {
+        **training_env(postgres, mlflow_server, registry_process, tmp_path),
+        "MLMESH_TRAINING_TASK_LEASE_S": "3",
+        "MLMESH_TRAINING_TASK_HEARTBEAT_S": "1",
+        "MLMESH_TRAINING_TASK_SCAN_S": "0.5",
+    }
     port = free_port()
     with serving(env, tmp_path, port) as (first, stub):
         task_id = running_task(stub)
         stop(first)
         first.process.wait(30)
     with serving(env, tmp_path, port) as (_, stub):
+        interrupted = stub.GetTask(pb.GetTaskRequest(task_id=task_id), metadata=TENANT)
+        assert interrupted.status == task_pb2.Task.RUNNING, interrupted.error
+        wait_for(
+            stub,
+            task_id,
+            "the task never finished",
+            300,
+            lambda t: t.status != task_pb2.Task.RUNNING,
+        )
         task = stub.GetTask(pb.GetTaskRequest(task_id=task_id), metadata=TENANT)
-    assert task.status == task_pb2.Task.FAILED
-    assert task.error.message
+    assert task.status == task_pb2.Task.SUCCEEDED, task.error
+    assert task.attempt == 2
+    assert task.result["model_version"] == 2
     assert task.HasField("finished_at")
-    info = error_details_pb2.ErrorInfo()
-    task.error.details[0].Unpack(info)
-    assert info.reason == reason
 
 
 def test_study_killed_with_its_service_resumes_after_restart(

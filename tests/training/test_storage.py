@@ -142,3 +142,25 @@ async def test_one_content_under_other_metadata_is_another_dataset_after_0002(en
         await conn.execute(sa.text("DELETE FROM datasets WHERE symbol = 'BBB' AND tenant = 'acme'"))
     async with engine.begin() as conn:
         await conn.run_sync(down)
+
+
+async def test_a_task_left_running_before_0003_holds_a_lapsed_lease(engine):
+    await migrate(engine, "0002")
+    task_id = str(uuid.uuid4())
+    async with engine.begin() as conn:  # revision 0002: no lease columns
+        await conn.execute(
+            sa.text(
+                "INSERT INTO tasks (id, tenant, kind, status, request, progress_completed,"
+                " progress_total, progress_message, created_at, started_at) VALUES"
+                " (:id, 'acme', 'train', 'RUNNING', '{}', 1, 4, '', 1, 2)"
+            ),
+            {"id": task_id},
+        )
+    await migrate(engine)
+    store = SqlTrainingStore(engine)
+    task = await store.get_task(task_id)
+    assert (task.owner, task.lease_expires_at, task.attempt) == ("", 0, 0)
+    assert task_id in [t.id for t in await store.lapsed_tasks(1, 100)]
+    assert await store.claim_task(task_id, 0, "replica", now=5, until=10)
+    task = await store.get_task(task_id)
+    assert (task.owner, task.attempt, task.started_at) == ("replica", 1, 2)
