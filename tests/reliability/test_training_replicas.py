@@ -8,6 +8,7 @@ load hands the running tasks over instead of failing them, with no 5xx beyond (r
 from __future__ import annotations
 
 import collections
+import datetime
 import json
 import threading
 import time
@@ -20,6 +21,7 @@ import grpc
 import optuna
 import pytest
 import requests
+from mlflow.tracking import MlflowClient
 
 from mlmesh.training.v1 import training_service_pb2 as pb
 from mlmesh.training.v1 import training_service_pb2_grpc
@@ -33,11 +35,13 @@ from tests.reliability.conftest import wait_for
 from tests.reliability.report import statuses, table
 
 SERVICE = "mlmesh.training.v1.TrainingService"
-LEASE_S, HEARTBEAT_S, SCAN_S, TUNE_HEARTBEAT_S = 3.0, 1.0, 0.5, 0.5
+# A lease of five heartbeats: a replica's event loop may stall for seconds on 2 loaded cores.
+LEASE_S, HEARTBEAT_S, SCAN_S, TUNE_HEARTBEAT_S = 5.0, 1.0, 0.5, 0.5
 DRAIN_DELAY_S = 2.0
 TASKS = "/api/v1/tasks"
 DONE = ("SUCCEEDED", "FAILED", "CANCELLED")
 CV = {"method": "expanding", "n_splits": 4, "test_size": 0.1}
+TRIALS = 6
 
 
 @pytest.fixture(scope="module")
@@ -143,44 +147,42 @@ def upload(pair: Pair, replica: ServiceProcess) -> dict:
     return {"feature_ids": [features], "symbol": "SPX"}
 
 
-def submit_all(pair: Pair, replica: ServiceProcess, dataset: dict, study: str) -> dict[str, dict]:
-    """A train, a tune and an AutoML task, each submitted to `replica` over gRPC (so that it
-    runs them); the requests by kind, with the task id as `task_id`."""
+def submit(pair: Pair, replica: ServiceProcess, kind: str, dataset: dict, study: str = "") -> str:
+    """A train, a tune or an AutoML task submitted to `replica` over gRPC (so that it runs it);
+    its id."""
     stub = pair.stub(replica)
+    if kind == "tune":
+        tune = pb.TuneModelRequest(
+            plugin_key="ml.random_forest",
+            dataset=dataset,
+            cv=CV,
+            n_trials=TRIALS,
+            max_parallel=1,
+            seed=2,
+            study_name=study,
+        )
+        tune.fixed_params.update({"n_estimators": 40})
+        request = pb.TuneModelAsyncRequest(request=tune)
+        return stub.TuneModelAsync(request, metadata=pair.metadata).task_id
+    if kind == "automl":
+        automl = pb.RunAutoMLRequest(dataset=dataset, cv=CV, seed=1)
+        automl.candidates["ml.random_forest"].update({"n_estimators": 200})
+        automl.candidates["ml.xgboost"].update({"n_estimators": 100})
+        request = pb.RunAutoMLAsyncRequest(request=automl)
+        return stub.RunAutoMLAsync(request, metadata=pair.metadata).task_id
     model = stub.CreateModel(
         pb.CreateModelRequest(
             model={
                 "name": "forest",
                 "model_type": "random_forest",
-                "parameters": {"n_estimators": 900},
+                "parameters": {"n_estimators": 500},
             }
         ),
         metadata=pair.metadata,
     )
     train = pb.TrainModelRequest(model_id=model.id, dataset=dataset, cv=CV)
-    tune = pb.TuneModelRequest(
-        plugin_key="ml.random_forest",
-        dataset=dataset,
-        cv=CV,
-        n_trials=6,
-        max_parallel=1,
-        seed=2,
-        study_name=study,
-    )
-    tune.fixed_params.update({"n_estimators": 60})
-    automl = pb.RunAutoMLRequest(dataset=dataset, cv=CV, seed=1)
-    automl.candidates["ml.random_forest"].update({"n_estimators": 400})
-    automl.candidates["ml.xgboost"].update({"n_estimators": 200})
-    tasks = {
-        "train": stub.TrainModelAsync(
-            pb.TrainModelAsyncRequest(request=train), metadata=pair.metadata
-        ),
-        "tune": stub.TuneModelAsync(pb.TuneModelAsyncRequest(request=tune), metadata=pair.metadata),
-        "automl": stub.RunAutoMLAsync(
-            pb.RunAutoMLAsyncRequest(request=automl), metadata=pair.metadata
-        ),
-    }
-    return {"model_id": model.id, **{kind: task.task_id for kind, task in tasks.items()}}
+    request = pb.TrainModelAsyncRequest(request=train)
+    return stub.TrainModelAsync(request, metadata=pair.metadata).task_id
 
 
 class Poller(threading.Thread):
@@ -198,10 +200,11 @@ class Poller(threading.Thread):
         self.last: dict[str, dict] = {}
 
     def run(self) -> None:
-        urls = [f"{self.base}{TASKS}/{task_id}" for task_id in self.task_ids]
-        urls.append(f"{self.base}/api/v1/models?limit=5")
         position = 0
         while not self.stop.is_set():
+            # The task list may grow while it runs.
+            urls = [f"{self.base}{TASKS}/{task_id}" for task_id in self.task_ids]
+            urls.append(f"{self.base}/api/v1/models?limit=5")
             url = urls[position % len(urls)]
             position += 1
             try:
@@ -222,6 +225,11 @@ class Poller(threading.Thread):
         )
 
 
+def progress(poller: Poller, task_id: str) -> int:
+    """The task's completed steps as the poller last read them."""
+    return poller.last.get(task_id, {}).get("progress", {}).get("completed", 0)
+
+
 def study_trials(pair: Pair, name: str) -> list[optuna.trial.FrozenTrial]:
     storage = optuna.storages.RDBStorage(sync_url(pair.database_url))
     try:
@@ -240,28 +248,29 @@ def counted(trials) -> int:
 
 
 def test_sigkill_the_replica_running_tasks_the_other_takes_them_over(
-    training_pair, reliability_report
+    training_pair, mlflow_server, reliability_report
 ):
     pair = training_pair
+    mlflow_url = mlflow_server.url
     victim, survivor = pair.replicas
     dataset = upload(pair, victim)
-    ids = submit_all(pair, victim, dataset, study="takeover")
-    kinds = {ids[kind]: kind for kind in ("train", "tune", "automl")}
+    ids = {"tune": submit(pair, victim, "tune", dataset, study="takeover")}
     stop = threading.Event()
-    poller = Poller(pair, list(kinds), stop)
+    poller = Poller(pair, [ids["tune"]], stop)
     poller.start()
     try:
-        wait_for(
-            lambda: poller.last.get(ids["tune"], {}).get("progress", {}).get("completed", 0) >= 1,
-            240,
-            "a trial of the tune finished",
-        )
+        # The tune first, so that it has finished a trial (and has more to run) once the train
+        # and the AutoML run are under way too.
+        wait_for(lambda: progress(poller, ids["tune"]) >= 1, 240, "a trial of the tune finished")
+        ids |= {kind: submit(pair, victim, kind, dataset) for kind in ("train", "automl")}
+        kinds = {ids[kind]: kind for kind in ("train", "tune", "automl")}
+        poller.task_ids = list(kinds)
+        wait_for(lambda: progress(poller, ids["train"]) >= 1, 240, "a fold of the train fitted")
+        wait_for(lambda: ids["automl"] in poller.last, 30, "the AutoML task read")
         at_kill = {kinds[t]: poller.last[t]["status"] for t in kinds}
         assert set(at_kill.values()) == {"RUNNING"}, at_kill
         victim.kill()
-        killed = time.monotonic()
-        # The victim is gone and its study frozen until the survivor takes it over.
-        before = study_trials(pair, f"{pair.tenant}/takeover")
+        killed, killed_at = time.monotonic(), datetime.datetime.now()
         taken = wait_for(lambda: len(pair.taken_over(survivor)) == 3, 60, "all three taken over")
         wait_for(poller.done, 600, "every task finished")
         settled = time.monotonic() - killed
@@ -285,25 +294,43 @@ def test_sigkill_the_replica_running_tasks_the_other_takes_them_over(
     assert {e["previous_owner"] for e in events} == {"training-0"}
     assert pair.taken_over(victim) == []
 
-    # The tune ran only the missing trials: the victim's finished ones were kept, the one it
-    # was running failed as interrupted, and exactly n_trials counted in the end.
-    after = study_trials(pair, f"{pair.tenant}/takeover")
-    finished_before = counted(before)
-    running_before = [t.number for t in before if t.state.name == "RUNNING"]
-    new = [t for t in after if t.number >= len(before)]
-    assert counted(after) == 6 == final[ids["tune"]]["result"]["n_trials_completed"]
-    assert len(new) == 6 - finished_before
-    assert all(
-        t.state.name == "FAIL" and INTERRUPTED in t.user_attrs
-        for t in after
-        if t.number in running_before
-    )
-    assert len(after) == len(before) + len(new)
+    # The tune ran only the missing trials: the trials the victim finished were kept, the one
+    # it was running failed as interrupted, and the survivor (every trial started after the
+    # kill) ran exactly the rest.
+    trials = study_trials(pair, f"{pair.tenant}/takeover")
+    victims = [t for t in trials if t.datetime_start < killed_at]
+    survivors = [t for t in trials if t.datetime_start >= killed_at]
+    finished_before = counted(victims)
+    interrupted = [t for t in victims if t.state.name != "COMPLETE"]
+    assert counted(trials) == TRIALS == final[ids["tune"]]["result"]["n_trials_completed"]
+    assert 1 <= finished_before < TRIALS
+    assert len(survivors) == TRIALS - finished_before == counted(survivors)
+    assert all(t.state.name == "FAIL" and INTERRUPTED in t.user_attrs for t in interrupted)
+    assert len(interrupted) <= 1  # one trial at a time
     # The train ran to its end once: the model moved one version.
-    model = pair.client().get(f"{pair.gateway.base_url}/api/v1/models/{ids['model_id']}").json()
+    model_id = final[ids["train"]]["result"]["model_id"]
+    model = pair.client().get(f"{pair.gateway.base_url}/api/v1/models/{model_id}").json()
     assert model["version"] == 2 and final[ids["train"]]["result"]["model_version"] == 2
     board = final[ids["automl"]]["result"]["leaderboard"]
     assert {row["plugin_key"] for row in board} == {"ml.random_forest", "ml.xgboost"}
+    # In MLflow: the study's one parent run holds one run per counted trial, none twice; the
+    # killed AutoML attempt's leaderboard run was ended KILLED before the new one started.
+    mlflow = MlflowClient(mlflow_url)
+    experiment = mlflow.get_experiment_by_name("mlmesh-training").experiment_id
+    tenant = f"tags.`mlmesh.tenant` = '{pair.tenant}'"
+    study_runs = mlflow.search_runs([experiment], f"{tenant} and tags.study_name = 'takeover'")
+    trial_numbers = [
+        r.data.tags["trial_number"] for r in study_runs if "trial_number" in r.data.tags
+    ]
+    assert len(study_runs) - len(trial_numbers) == 1
+    assert len(trial_numbers) == len(set(trial_numbers)) == TRIALS
+    attempts = sorted(
+        mlflow.search_runs([experiment], f"tags.`mlmesh.task_id` = '{ids['automl']}'"),
+        key=lambda r: r.info.start_time,
+    )
+    assert [r.info.status for r in attempts] == ["KILLED", "FINISHED"]
+    assert attempts[0].info.end_time <= attempts[1].info.start_time
+    assert attempts[1].info.run_id == final[ids["automl"]]["result"]["mlflow_run_id"]
 
     reliability_report.add(
         "training_kill",
@@ -312,9 +339,10 @@ def test_sigkill_the_replica_running_tasks_the_other_takes_them_over(
 
 Two training replicas (`MLMESH_TRAINING_TASK_LEASE_S={LEASE_S:g}`, heartbeat
 {HEARTBEAT_S:g} s, scan every {SCAN_S:g} s, study heartbeat {TUNE_HEARTBEAT_S:g} s) on one
-PostgreSQL database and one Ray cluster, behind the gateway's one training cluster. A train, a
-tune (6 trials, one at a time) and an AutoML task were submitted to the first replica, which got
-SIGKILL once the tune had finished a trial, with all three RUNNING.
+PostgreSQL database and one Ray cluster, behind the gateway's one training cluster. A tune
+({TRIALS} trials, one at a time), then a train and an AutoML task were submitted to the first
+replica, which got SIGKILL once the tune had finished a trial and the train a fold, with all
+three RUNNING.
 
 {
             table(
@@ -323,9 +351,9 @@ SIGKILL once the tune had finished a trial, with all three RUNNING.
                     ("all taken over after the kill", f"{taken * 1000:,.0f} ms"),
                     ("all SUCCEEDED after the kill", f"{settled:,.1f} s"),
                     ("tune trials kept from the killed replica", finished_before),
-                    ("tune trials interrupted by the kill", len(running_before)),
-                    ("tune trials run after the takeover", len(new)),
-                    ("tasks seen FAILED / started twice at once", "0 / 0"),
+                    ("tune trials interrupted by the kill", len(interrupted)),
+                    ("tune trials run after the takeover", len(survivors)),
+                    ("tasks seen FAILED, or taken over twice", "0"),
                 ],
                 ("", ""),
             )

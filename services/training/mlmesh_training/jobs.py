@@ -23,6 +23,7 @@ from mlmesh_training.cv import CVConfig
 from mlmesh_training.engine import CVResult
 from mlmesh_training.entities import Dataset, Model, Task
 from mlmesh_training.lineage import (
+    TASK_TAG,
     ExperimentsRecorder,
     Lineage,
     MlflowRecorder,
@@ -229,19 +230,28 @@ class Jobs:
     ) -> Task:
         """Runs `job` as a background task that stores `request` and, once done, its result
         as `encode` writes it."""
-        return await self._tasks.submit(tenant, job.kind, request, self.work(tenant, job, encode))
+        task_id = str(uuid.uuid4())
+        work = self.work(tenant, job, encode, task_id)
+        return await self._tasks.submit(tenant, job.kind, request, work, task_id)
 
     def work(
-        self, tenant: str, job: Job, encode: Callable[[Any], dict], resumed: bool = False
+        self,
+        tenant: str,
+        job: Job,
+        encode: Callable[[Any], dict],
+        task_id: str,
+        resumed: bool = False,
     ) -> Work:
-        """`job` as a task's work. A resumed tune (a task taken over from another replica)
-        first waits for the study lease of a driver that died with that replica to lapse."""
+        """`job` as the work of task `task_id`. Resumed (taken over from another replica), a
+        tune first waits for the study lease of a driver that died with that replica to lapse,
+        and an AutoML run ends the leaderboard run the interrupted attempt left RUNNING."""
 
         async def work(progress: Progress) -> dict[str, Any]:
             if isinstance(job, TuneJob):
                 return encode(await self.tune(tenant, job, progress, resumed=resumed))
-            run = self.train if isinstance(job, TrainJob) else self.automl
-            return encode(await run(tenant, job, progress))
+            if isinstance(job, AutoMLJob):
+                return encode(await self.automl(tenant, job, progress, task_id, resumed))
+            return encode(await self.train(tenant, job, progress))
 
         return work
 
@@ -611,9 +621,16 @@ class Jobs:
         )
 
     async def automl(
-        self, tenant: str, job: AutoMLJob, progress: Progress | None = None
+        self,
+        tenant: str,
+        job: AutoMLJob,
+        progress: Progress | None = None,
+        task_id: str = "",
+        resumed: bool = False,
     ) -> AutoMLResult:
         lineage = self._lineage(tenant, job.data, job.strategy_id, "automl")
+        if resumed:
+            await self._mlflow.end_task_runs(task_id)
         parent = await self._mlflow.start_parent(
             f"automl-{uuid.uuid4().hex[:8]}",
             lineage,
@@ -625,7 +642,7 @@ class Jobs:
                 "ensemble_top_k": job.ensemble_top_k,
                 "candidates": ",".join(job.candidates),
             },
-            {},
+            {TASK_TAG: task_id} if task_id else {},
         )
         async with parent_run(self._mlflow, parent):
             await engine.ensure_ray()

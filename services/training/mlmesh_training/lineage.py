@@ -32,6 +32,8 @@ from mlmesh_training.backtest import BacktestResult
 from mlmesh_training.engine import CVResult
 
 TENANT_TAG = "mlmesh.tenant"
+# On the runs an async task starts itself (an AutoML leaderboard), its task id.
+TASK_TAG = "mlmesh.task_id"
 # Metrics per MLflow log_batch call, and per registry LogBatch call.
 MLFLOW_BATCH = 1000
 REGISTRY_BATCH = 10_000
@@ -177,6 +179,20 @@ class MlflowRecorder:
         )
         self._client.set_terminated(run_id, status, end_time=finished)
         return run_id
+
+    async def end_task_runs(self, task_id: str) -> list[str]:
+        """Ends as KILLED the runs still RUNNING that an interrupted attempt of task `task_id`
+        started (tagged TASK_TAG); their ids."""
+        return await self._call(self._end_task_runs, task_id)
+
+    def _end_task_runs(self, task_id: str) -> list[str]:
+        runs = self._client.search_runs(
+            [self._experiment_id()],
+            f"tags.`{TASK_TAG}` = '{task_id}' and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            self._client.set_terminated(run.info.run_id, "KILLED")
+        return [run.info.run_id for run in runs]
 
     async def finish_parent(
         self, run_id: str, metrics: dict[str, float], tags: dict[str, str], status: str

@@ -96,9 +96,11 @@ class TaskRunner:
     def _until(self) -> int:
         return self._clock() + int(self._leases.lease_s * 1000)
 
-    async def submit(self, tenant: str, kind: str, request: dict[str, Any], work: Work) -> Task:
+    async def submit(
+        self, tenant: str, kind: str, request: dict[str, Any], work: Work, task_id: str = ""
+    ) -> Task:
         task = Task(
-            id=str(uuid.uuid4()),
+            id=task_id or str(uuid.uuid4()),
             tenant=tenant,
             kind=kind,
             status="PENDING",

@@ -380,7 +380,9 @@ def task_resumer(service: TrainingService) -> Resume:
         message, to_spec, prepare, respond = kinds[task.kind]
         request = json_format.ParseDict(task.request, message())
         job = await prepare(task.tenant, to_spec(request))
-        return jobs.work(task.tenant, job, lambda r: _message_dict(respond(r)), resumed=True)
+        return jobs.work(
+            task.tenant, job, lambda result: _message_dict(respond(result)), task.id, resumed=True
+        )
 
     return resume
 
