@@ -139,16 +139,15 @@ class TaskRunner:
             return  # cancelled before it began, or taken over already
 
         async def progress(completed: int, total: int, message: str = "") -> None:
-            await self._store.update_task(
-                task_id,
-                {
-                    "progress_completed": completed,
-                    "progress_total": total,
-                    "progress_message": message,
-                },
-                only_if_status=("RUNNING",),
-                owner=owner,
-            )
+            changes = {
+                "progress_completed": completed,
+                "progress_total": total,
+                "progress_message": message,
+            }
+            if not await self._store.update_task(task_id, changes, ("RUNNING",), owner=owner):
+                # Cancelled, or taken over by a replica that saw this one's lease lapse (a
+                # stalled event loop): the work stops here rather than at the next heartbeat.
+                self._lose(task_id)
 
         changes: dict[str, Any] | None
         try:
