@@ -16,9 +16,11 @@ HEADER = """# Reliability
 
 Written by `tests/reliability` (part of `make test`) on its last full run: {when}, {machine}.
 Every number below was measured by that run on loopback, with the real experiments service
-process on a real PostgreSQL behind the real Envoy gateway; the faults are real signals and
-stopped servers. The tests assert counts (nothing lost, nothing duplicated, nothing partial,
-no 5xx other than UNAVAILABLE), never timings: the times are what this machine took.
+process on a real PostgreSQL behind the real Envoy gateway (and two real training service
+processes on one PostgreSQL database and one Ray cluster for the training sections); the faults
+are real signals and stopped servers. The tests assert counts (nothing lost, nothing
+duplicated, nothing partial, no 5xx other than UNAVAILABLE), never timings: the times are what
+this machine took.
 
 How each guarantee is built is described in [operations.md](operations.md#reliability).
 """
