@@ -353,6 +353,50 @@ def test_wrong_type_in_query_is_a_json_400(rest):
     assert response.headers["content-type"].startswith("application/json")
 
 
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"run_type": "train\x00ing"}, "run_type"),
+        ({"strategy_id": "S\x001"}, "strategy_id"),
+        ({"experiment_id": "1\x00"}, "experiment_id"),
+        ({"filter": "tags.a = 'x\x00'"}, "filter"),
+        ({"filter": "params.`a\x00` = 'x'"}, "filter"),
+        ({"order_by": ["metrics.sharpe", "metrics.`a\x00` DESC"]}, "order_by[1]"),
+        ({"page_token": "\x00"}, "page_token"),
+    ],
+)
+def test_a_nul_character_in_search_text_is_a_400_before_mlflow(rest, params, field):
+    # MLflow's server answers 500 for a NUL (its PostgreSQL store cannot hold one).
+    response = rest.get(RUNS, params=params)
+    assert response.status_code == 400, response.text
+    assert error_reason(response) == "INVALID_CHARACTER"
+    assert response.json()["details"][0]["metadata"] == {"field": field}
+
+
+def test_a_nul_character_in_compare_is_a_400(rest, seed):
+    runs = [seed.runs["train_a"], seed.runs["train_b"]]
+    for body in ({"run_ids": [runs[0], "x\x00"]}, {"run_ids": runs, "maximize": ["a\x00"]}):
+        response = rest.post(f"{RUNS}/compare", json=body)
+        assert response.status_code == 400, response.text
+        assert error_reason(response) == "INVALID_CHARACTER"
+
+
+def test_a_nul_character_in_a_path_is_a_400_over_rest_and_grpc(rest, gateway_stub, seed):
+    # Over REST the gateway itself refuses an encoded NUL in a path; over gRPC the service does.
+    run_id = seed.runs["train_a"]
+    for path in (f"{RUNS}/a%00b", f"{RUNS}/{run_id}/metrics/a%00b/history"):
+        assert rest.get(path).status_code == 400
+    for call, request in (
+        (gateway_stub.GetRun, pb.GetRunRequest(run_id="a\x00b")),
+        (gateway_stub.GetRunMetrics, pb.GetRunMetricsRequest(run_id="a\x00b")),
+        (gateway_stub.GetMetricHistory, pb.GetMetricHistoryRequest(run_id=run_id, key="m\x00")),
+    ):
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "NUL" in refused.value.details()
+
+
 # --- gRPC and REST agree ---------------------------------------------------------------------
 
 

@@ -1,15 +1,24 @@
-"""Tracking rules that need no I/O: MLflow filter building with safe quoting, page-size clamping."""
+"""Tracking rules that need no I/O: MLflow filter building with safe quoting, page-size clamping,
+text MLflow can store."""
 
 from __future__ import annotations
 
 from mlmesh_common.errors import InvalidArgument
 from mlmesh_common.tenancy import DEFAULT_TENANT
+from mlmesh_common.text import check_no_nul
 from mlmesh_tracking.entities import TENANT_TAG
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 DEFAULT_ORDER_BY = ("attributes.start_time DESC",)
 MAX_TAG_VALUE = 8000
+
+
+def check_text(**fields: object) -> None:
+    """A NUL character in any text sent on to MLflow is a 400 here: MLflow's server fails on it
+    with a 500 (its PostgreSQL store cannot hold it), which callers would see as a 503."""
+    for name, value in fields.items():
+        check_no_nul(value, name)
 
 
 def clamp_limit(limit: int) -> int:

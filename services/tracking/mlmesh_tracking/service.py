@@ -57,6 +57,14 @@ class TrackingService:
         limit: int = 0,
         page_token: str = "",
     ) -> RunPage:
+        domain.check_text(
+            run_type=run_type,
+            strategy_id=strategy_id,
+            experiment_id=experiment_id,
+            filter=user_filter,
+            order_by=list(order_by),
+            page_token=page_token,
+        )
         max_results = domain.clamp_limit(limit)
         if user_filter.strip():
             self._store.validate_filter(user_filter)
@@ -102,6 +110,7 @@ class TrackingService:
             )
 
     async def get_run(self, tenant: str, run_id: str) -> RunRecord:
+        domain.check_text(run_id=run_id)
         run, visible = await asyncio.gather(
             self._store.get_run(run_id), self._visible_experiment_ids()
         )
@@ -117,6 +126,7 @@ class TrackingService:
         start_step: int | None = None,
         end_step: int | None = None,
     ) -> MetricHistory:
+        domain.check_text(key=key)
         history.check_max_points(max_points)
         history.check_step_range(start_step, end_step)
         await self.get_run(tenant, run_id)
@@ -128,6 +138,7 @@ class TrackingService:
     async def compare_runs(
         self, tenant: str, run_ids: Sequence[str], maximize: Sequence[str] = ()
     ) -> Comparison:
+        domain.check_text(run_ids=list(run_ids), maximize=list(maximize))
         compare.check_compare_ids(run_ids)
         visible = await self._visible_experiment_ids()
         runs = await asyncio.gather(*(self._store.get_run(run_id) for run_id in run_ids))
