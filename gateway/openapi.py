@@ -1,6 +1,8 @@
 """Generates the OpenAPI 3.1 document of the REST API from the protos' `google.api.http` rules,
 as Envoy's transcoder serves them (proto3 JSON mapping, snake_case names, google.rpc.Status errors),
-with each RPC's success status and `Location` from its `(mlmesh.api.v1.http_response)` option.
+with each RPC's success status and `Location` from its `(mlmesh.api.v1.http_response)` option,
+and OpenAPI links between operations from the protos' resource annotations (AIP-123):
+every answer that carries a resource's id links to the operations that take that id.
 
 Usage: python -m gateway.openapi DESCRIPTOR_SET OUT_JSON
 """
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.api import annotations_pb2, field_behavior_pb2, http_pb2
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2, resource_pb2
 from google.protobuf import descriptor_pb2
 
 from gateway.descriptors import ServiceRef, load_descriptor_set, mlmesh_services
@@ -141,6 +143,53 @@ _STATUS_SCHEMA: Schema = {
     "required": ["code", "message"],
 }
 
+
+@dataclass(frozen=True)
+class _Resource:
+    """A message annotated `(google.api.resource)`. mlmesh's patterns are the resource's REST
+    path with one variable, which names the message's id field: `api/v1/experiments/{id}`."""
+
+    type: str
+    segments: tuple[str, ...]
+    id_field: str
+
+    @classmethod
+    def of(cls, descriptor: resource_pb2.ResourceDescriptor) -> _Resource:
+        (pattern,) = descriptor.pattern
+        segments = tuple(pattern.strip("/").split("/"))
+        (variable,) = (s[1:-1] for s in segments if s.startswith("{"))
+        return cls(descriptor.type, segments, variable)
+
+    def path_parameter(self, path: str) -> str | None:
+        """The parameter of an operation's `path` that takes this resource's id: the path
+        starts with the pattern, literal for literal, the variable at the variable's place."""
+        segments = path.strip("/").split("/")
+        if len(segments) < len(self.segments):
+            return None
+        name = None
+        for mine, theirs in zip(self.segments, segments, strict=False):
+            if mine.startswith("{") != theirs.startswith("{"):
+                return None
+            if mine.startswith("{"):
+                name = theirs[1:-1]
+            elif mine != theirs:
+                return None
+        return name
+
+
+@dataclass
+class _Operation:
+    """What links need to know of an operation: where its request fields go over REST and
+    which message its successes answer."""
+
+    spec: dict[str, Any]
+    path: str
+    request_type: str
+    response_type: str | None
+    path_fields: frozenset[str]
+    body: str
+
+
 _PATH_VARIABLE = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
 _HTTP_VERBS = ("get", "put", "post", "delete", "patch")
 
@@ -213,6 +262,7 @@ class _Builder:
         self.index = _Index.of(descriptor_set)
         self.schemas: dict[str, Schema] = {"google.rpc.Status": _STATUS_SCHEMA}
         self.paths: dict[str, dict[str, Any]] = {}
+        self.operations: list[_Operation] = []
 
     # Schemas
 
@@ -361,6 +411,19 @@ class _Builder:
                 f"({operations[verb]['operationId']} and {operation_id})"
             )
         operations[verb] = operation
+        response_type = method.output_type
+        if rule.response_body:
+            response_type = self._field_at(response_type, rule.response_body)[1].type_name
+        self.operations.append(
+            _Operation(
+                operation,
+                path,
+                request_type,
+                response_type,
+                frozenset(bound - {rule.body}),
+                rule.body,
+            )
+        )
 
     def _path_parameter(self, request_type: str, name: str, multi_segment: bool) -> Schema:
         owner, path_field = self._field_at(request_type, name)
@@ -485,12 +548,125 @@ class _Builder:
             }
         return responses
 
+    # Links
+
+    def resource_of(self, type_name: str) -> _Resource | None:
+        message = self.index.messages.get(type_name)
+        if message is None or not message.options.HasExtension(resource_pb2.resource):
+            return None
+        return _Resource.of(message.options.Extensions[resource_pb2.resource])
+
+    @staticmethod
+    def _reference(message_field: FieldProto) -> str:
+        return message_field.options.Extensions[resource_pb2.resource_reference].type
+
+    def produced(self, operation: _Operation) -> dict[str, str]:
+        """Resource type -> the runtime expression of an id in the operation's success body:
+        the resource itself, the first of a list of them, or a field referencing one."""
+        message = self.index.messages.get(operation.response_type or "")
+        if message is None:
+            return {}
+        produced: dict[str, str] = {}
+        own = self.resource_of(operation.response_type)
+        if own is not None:
+            produced[own.type] = f"$response.body#/{own.id_field}"
+        for message_field in message.field:
+            repeated = message_field.label == FieldProto.LABEL_REPEATED
+            listed = self.resource_of(message_field.type_name)
+            if listed is not None and repeated:
+                pointer = f"{message_field.name}/0/{listed.id_field}"
+                produced.setdefault(listed.type, f"$response.body#/{pointer}")
+            elif self._reference(message_field):
+                pointer = message_field.name + ("/0" if repeated else "")
+                produced.setdefault(self._reference(message_field), f"$response.body#/{pointer}")
+        return produced
+
+    def references(
+        self, message_name: str, prefix: str = "", seen: tuple[str, ...] = ()
+    ) -> Iterator[tuple[str, FieldProto]]:
+        """(dotted path, field) of every field of a request that references a resource."""
+        for message_field in self.index.messages[message_name].field:
+            name = f"{prefix}{message_field.name}"
+            if self._reference(message_field):
+                yield name, message_field
+            elif (
+                message_field.type == FieldProto.TYPE_MESSAGE
+                and message_field.type_name in self.index.messages
+                and message_field.type_name not in seen
+                and self._map_entry(message_field) is None
+                and message_field.label != FieldProto.LABEL_REPEATED
+            ):
+                yield from self.references(
+                    message_field.type_name, f"{name}.", (*seen, message_name)
+                )
+
+    def consumed(self, operation: _Operation, resource_type: str, value: str) -> dict[str, Any]:
+        """The link fields (`parameters`, `requestBody`) that pass `value`, an id of
+        `resource_type`, to `operation`; empty when it takes no such id."""
+        parameters: dict[str, str] = {}
+        body: Any = None
+        resource = self._resources.get(resource_type)
+        name = resource and resource.path_parameter(operation.path)
+        if name:
+            parameters[f"path.{name}"] = value
+        for dotted, message_field in self.references(operation.request_type):
+            if self._reference(message_field) != resource_type:
+                continue
+            item: Any = [value] if message_field.label == FieldProto.LABEL_REPEATED else value
+            if dotted in operation.path_fields:
+                parameters[f"path.{_parameter_name(dotted)}"] = value
+            elif operation.body == "*" or dotted.startswith(f"{operation.body}."):
+                within = dotted if operation.body == "*" else dotted[len(operation.body) + 1 :]
+                body = _merge(body, _nested(within.split("."), item))
+            elif dotted == operation.body:
+                body = item
+            else:
+                parameters[f"query.{dotted}"] = value
+        link: dict[str, Any] = {}
+        if parameters:
+            link["parameters"] = parameters
+        if body is not None:
+            link["requestBody"] = body
+        return link
+
+    def add_links(self) -> None:
+        self._resources = {
+            resource.type: resource
+            for name in self.index.messages
+            if (resource := self.resource_of(name)) is not None
+        }
+        for source in self.operations:
+            produced = self.produced(source)
+            links: dict[str, Any] = {}
+            for target in self.operations:
+                if target is source:
+                    continue
+                link: dict[str, Any] = {}
+                for resource_type, value in produced.items():
+                    found = self.consumed(target, resource_type, value)
+                    link.setdefault("parameters", {}).update(found.get("parameters", {}))
+                    if "requestBody" in found:
+                        link["requestBody"] = _merge(link.get("requestBody"), found["requestBody"])
+                if not link.get("parameters"):
+                    link.pop("parameters", None)
+                if link:
+                    links[target.spec["operationId"]] = {
+                        "operationId": target.spec["operationId"],
+                        **link,
+                    }
+            if not links:
+                continue
+            for code, response in source.spec["responses"].items():
+                if code.startswith("2") and "content" in response:
+                    response["links"] = links
+
     # Document
 
     def document(self) -> dict[str, Any]:
         services = mlmesh_services(self.descriptor_set)
         for service in services:
             self.add_service(service)
+        self.add_links()
         tags = []
         for service in services:
             tag = {"name": service.proto.name}
@@ -587,6 +763,18 @@ def _openapi_path(template: str) -> tuple[str, list[tuple[str, bool]]]:
         return "{" + _parameter_name(name) + "}"
 
     return _PATH_VARIABLE.sub(replace, template), fields
+
+
+def _nested(path: list[str], value: Any) -> Any:
+    for part in reversed(path):
+        value = {part: value}
+    return value
+
+
+def _merge(into: Any, extra: Any) -> Any:
+    if isinstance(into, dict) and isinstance(extra, dict):
+        return {**into, **{k: _merge(into.get(k), v) for k, v in extra.items()}}
+    return extra
 
 
 def _parameter_name(field_path: str) -> str:

@@ -1,5 +1,5 @@
-"""Session-wide infrastructure for the whole suite: a real PostgreSQL, a real MLflow server and
-the experiments service (the registry other services write to)."""
+"""Session-wide infrastructure for the whole suite: a real PostgreSQL, a real MLflow server, the
+experiments service (the registry other services write to) and the training service."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tests.helpers.mlflow_server import MlflowServer
 from tests.helpers.net import free_port
 from tests.helpers.postgres import PostgresCluster, PostgresUnavailable, find_pg_bin
 from tests.helpers.services import ServiceProcess
+from tests.helpers.training import training_env
 
 
 def _running_in_ci() -> bool:
@@ -57,5 +58,21 @@ def registry_process(postgres, tmp_path_factory):
         root / "experiments.log",
     )
     process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def training_process(postgres, mlflow_server, registry_process, tmp_path_factory):
+    """The training service as a real process: PostgreSQL, local Ray, the real MLflow server
+    and the experiments service."""
+    root = tmp_path_factory.mktemp("training")
+    process = ServiceProcess(
+        "mlmesh_training",
+        free_port(),
+        training_env(postgres, mlflow_server, registry_process, root),
+        root / "training.log",
+    )
+    process.start(timeout_s=120)
     yield process
     process.stop()

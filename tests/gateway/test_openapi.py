@@ -88,3 +88,52 @@ def test_required_and_read_only_fields(document):
     schema = body["requestBody"]["content"]["application/json"]["schema"]
     assert schema["required"] == ["dataset"]
     assert set(schema["properties"]) == {"dataset", "cv", "strategy_id", "seed", "backtest"}
+
+
+def links(document: dict, verb: str, path: str, code: str) -> dict[str, dict]:
+    return document["paths"][path][verb]["responses"][code]["links"]
+
+
+def test_links_chain_an_id_to_every_operation_that_takes_it(document):
+    created = links(document, "post", "/api/v1/experiments", "201")
+    experiment_id = {"path.experiment_id": "$response.body#/id"}
+    for target in ("GetExperiment", "UpdateExperiment", "DeleteExperiment", "RestoreExperiment"):
+        assert created[f"ExperimentService_{target}"]["parameters"] == experiment_id
+    # A reference in a body or a query parameter takes the id too.
+    assert created["ExperimentService_CreateRun"]["requestBody"] == {
+        "experiment_id": "$response.body#/id"
+    }
+    assert created["ExperimentService_ListRuns"]["parameters"] == {
+        "query.experiment_id": "$response.body#/id"
+    }
+    assert created["ExperimentService_CompareExperiments"]["requestBody"] == ["$response.body#/id"]
+    assert "ExperimentService_GetRun" not in created  # a run's path takes a run's id
+    run = links(document, "post", "/api/v1/experiments/runs", "201")
+    assert run["ExperimentService_LogBatch"]["parameters"] == {"path.run_id": "$response.body#/id"}
+    assert run["ExperimentService_GetExperiment"]["parameters"] == {
+        "path.experiment_id": "$response.body#/experiment_id"
+    }
+    # Both answers of a dataset upload link; a nested, repeated reference takes a list.
+    for code in ("201", "200"):
+        dataset = links(document, "post", "/api/v1/datasets", code)
+        assert dataset["TrainingService_TrainModel"]["requestBody"] == {
+            "dataset": {"feature_ids": ["$response.body#/id"]}
+        }
+        assert set(dataset) >= {"TrainingService_GetDataset", "TrainingService_DeleteDataset"}
+    task = links(document, "post", "/api/v1/models/tune/async", "202")
+    assert task["TrainingService_GetTask"]["parameters"] == {
+        "path.task_id": "$response.body#/task_id"
+    }
+    # A list hands on its first item; an answer referencing another service's resource links there.
+    listed = links(document, "get", "/api/v1/tracking/runs", "200")
+    assert listed["TrackingService_GetRun"]["parameters"] == {
+        "path.run_id": "$response.body#/runs/0/run_id"
+    }
+    trained = links(document, "post", "/api/v1/models/{model_id}/train", "200")
+    assert trained["TrackingService_GetRun"]["parameters"] == {
+        "path.run_id": "$response.body#/mlflow_run_id"
+    }
+    # Errors and empty answers carry nothing to link.
+    assert (
+        "links" not in document["paths"]["/api/v1/models/{model_id}"]["delete"]["responses"]["204"]
+    )

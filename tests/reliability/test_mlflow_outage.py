@@ -15,10 +15,10 @@ from tests.helpers.gateway import start_gateway
 from tests.helpers.net import free_port
 from tests.helpers.rest import Client
 from tests.helpers.services import ServiceProcess
+from tests.helpers.training import bars_csv, features_csv, training_env, upload
 from tests.reliability.conftest import wait_for
 from tests.reliability.proxy import Proxy
 from tests.reliability.report import table
-from tests.training.conftest import bars_csv, features_csv, training_env, upload
 
 MODELS = "/api/v1/models"
 FAST = {"n_estimators": 5, "max_depth": 3}

@@ -1,5 +1,5 @@
-"""The training service as a real process (PostgreSQL, local Ray, the real MLflow server and the
-experiments service), behind the real Envoy gateway, with S&P 500 demo uploads."""
+"""The training service (the session's process, tests/conftest.py) behind the real Envoy gateway,
+with S&P 500 demo uploads."""
 
 from __future__ import annotations
 
@@ -8,24 +8,8 @@ import uuid
 import pytest
 
 from tests.helpers.gateway import start_gateway
-from tests.helpers.net import free_port
 from tests.helpers.rest import Client
-from tests.helpers.services import ServiceProcess
-from tests.helpers.training import bars_csv, features_csv, training_env, upload
-
-
-@pytest.fixture(scope="session")
-def training_process(postgres, mlflow_server, registry_process, tmp_path_factory):
-    root = tmp_path_factory.mktemp("training")
-    process = ServiceProcess(
-        "mlmesh_training",
-        free_port(),
-        training_env(postgres, mlflow_server, registry_process, root),
-        root / "training.log",
-    )
-    process.start(timeout_s=120)
-    yield process
-    process.stop()
+from tests.helpers.training import bars_csv, features_csv, upload
 
 
 @pytest.fixture(scope="session")
