@@ -1,4 +1,6 @@
-"""Schemathesis runs of the gateway's own OpenAPI document, shared by every service's suite."""
+"""Schemathesis runs of the gateway's own OpenAPI document, shared by every service's suite:
+`fuzz_suite` gives a service the same three tests as every other, `fuzz_stateful` runs the
+state machine over the whole document."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import random
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 
@@ -233,3 +236,64 @@ def fuzz_wrong_types(
                     failures.append((method.upper(), path, wrong, response.status_code))
     assert operations >= min_operations, operations
     assert not failures, failures
+
+
+@dataclass(frozen=True)
+class FuzzTarget:
+    """One service's part of the document, and the gateway fixture that serves it."""
+
+    gateway_fixture: str
+    path_regex: str
+    # Fewer operations found means the document lost some: a run over nothing cannot pass.
+    min_operations: int
+    min_body_operations: int
+    max_examples: int
+    seeded_examples: int
+    # Calls in tenants of their own; the tracking service's seeded runs are the default's.
+    own_tenants: bool = True
+
+    def headers(self, tenant: str) -> dict[str, str] | None:
+        return {"x-tenant-id": tenant} if self.own_tenants else None
+
+
+def fuzz_suite(target: FuzzTarget) -> tuple[Callable[..., None], ...]:
+    """The three tests every service's test_schemathesis.py holds: a derandomized run, a run
+    with a new seed each time (printed; `MLMESH_FUZZ_SEED` replays it), and every body field
+    given each JSON type its schema does not allow."""
+
+    def test_api_never_5xx(request):
+        gateway = request.getfixturevalue(target.gateway_fixture)
+        fuzz_api(
+            gateway.base_url,
+            target.path_regex,
+            min_operations=target.min_operations,
+            max_examples=target.max_examples,
+            headers=target.headers("fuzz"),
+        )
+
+    def test_api_never_5xx_with_a_new_seed_each_run(request):
+        # Each run explores other cases than the fixed one above; the printed seed replays one.
+        gateway = request.getfixturevalue(target.gateway_fixture)
+        fuzz_api(
+            gateway.base_url,
+            target.path_regex,
+            min_operations=target.min_operations,
+            max_examples=target.seeded_examples,
+            headers=target.headers("fuzz-seeded"),
+            seed=fuzz_seed(),
+        )
+
+    def test_every_body_field_of_a_wrong_type_is_a_4xx(request):
+        gateway = request.getfixturevalue(target.gateway_fixture)
+        fuzz_wrong_types(
+            gateway.base_url,
+            target.path_regex,
+            min_operations=target.min_body_operations,
+            headers={"x-tenant-id": "fuzz-types"},
+        )
+
+    return (
+        test_api_never_5xx,
+        test_api_never_5xx_with_a_new_seed_each_run,
+        test_every_body_field_of_a_wrong_type_is_a_4xx,
+    )
