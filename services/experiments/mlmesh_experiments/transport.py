@@ -57,14 +57,7 @@ def _overfitting_response(result: RunOverfitting) -> pb.ComputeRunOverfittingRes
         n_observations=report.n_observations,
         n_blocks=pbo.n_blocks,
         n_combinations=len(pbo.logits),
-        pbo=pbo.pbo,
-        prob_oos_loss=pbo.prob_oos_loss,
-        degradation=pb.OverfittingDegradation(
-            slope=pbo.degradation.slope,
-            intercept=pbo.degradation.intercept,
-            r2=pbo.degradation.r2,
-        ),
-        logits=pbo.logits.tolist(),
+        **pbo.proto_fields(),
         runs=[
             pb.RunSharpe(run_id=run_id, sharpe=float(sharpe) * annual, psr=float(psr))
             for run_id, sharpe, psr in zip(result.run_ids, report.sharpe, report.psr, strict=True)

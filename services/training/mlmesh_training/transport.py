@@ -245,27 +245,15 @@ def _train_response(result: TrainResult) -> pb.TrainModelResponse:
 
 
 def _pbo(selection: Selection) -> pb.PBO:
-    message = pb.PBO(
+    defined = {**selection.pbo.proto_fields(), "sr0": selection.sr0} if selection.ok else {}
+    return pb.PBO(
         n_blocks=selection.n_blocks,
         n_observations=selection.n_observations,
         n_trials=selection.n_trials,
         unavailable_reason=selection.reason,
         unavailable_message=selection.message,
+        **defined,
     )
-    if selection.ok:
-        result = selection.pbo
-        message.pbo = result.pbo
-        message.prob_oos_loss = result.prob_oos_loss
-        message.degradation.CopyFrom(
-            pb.Degradation(
-                slope=result.degradation.slope,
-                intercept=result.degradation.intercept,
-                r2=result.degradation.r2,
-            )
-        )
-        message.logits.extend(float(v) for v in result.logits)
-        message.sr0 = selection.sr0
-    return message
 
 
 def _best_fields(selection: Selection | None, key, sharpe, psr) -> dict[str, Any]:

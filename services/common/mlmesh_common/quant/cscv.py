@@ -7,10 +7,12 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from mlmesh.quant.v1 import statistics_pb2
 from mlmesh_common.quant.errors import StatisticsError
 from mlmesh_common.quant.sharpe import (
     as_returns,
@@ -34,6 +36,9 @@ class Degradation:
     intercept: float
     r2: float
 
+    def to_proto(self) -> statistics_pb2.Degradation:
+        return statistics_pb2.Degradation(slope=self.slope, intercept=self.intercept, r2=self.r2)
+
 
 @dataclass(frozen=True)
 class PBOResult:
@@ -49,6 +54,16 @@ class PBOResult:
     n_blocks: int
     # Rows used: the first T mod S rows are dropped.
     n_observations: int
+
+    def proto_fields(self) -> dict[str, Any]:
+        """The fields every answer carrying a PBO has alike (the experiments service's
+        overfitting answer, the training service's PBO message), as proto field values."""
+        return {
+            "pbo": self.pbo,
+            "prob_oos_loss": self.prob_oos_loss,
+            "degradation": self.degradation.to_proto(),
+            "logits": [float(v) for v in self.logits],
+        }
 
 
 def check_blocks(n_blocks: int, n_obs: int) -> None:
