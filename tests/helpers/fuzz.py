@@ -261,27 +261,23 @@ def fuzz_suite(target: FuzzTarget) -> tuple[Callable[..., None], ...]:
     with a new seed each time (printed; `MLMESH_FUZZ_SEED` replays it), and every body field
     given each JSON type its schema does not allow."""
 
-    def test_api_never_5xx(request):
+    def fuzz(request, max_examples: int, tenant: str, seed: int | None = None) -> None:
         gateway = request.getfixturevalue(target.gateway_fixture)
         fuzz_api(
             gateway.base_url,
             target.path_regex,
             min_operations=target.min_operations,
-            max_examples=target.max_examples,
-            headers=target.headers("fuzz"),
+            max_examples=max_examples,
+            headers=target.headers(tenant),
+            seed=seed,
         )
+
+    def test_api_never_5xx(request):
+        fuzz(request, target.max_examples, "fuzz")
 
     def test_api_never_5xx_with_a_new_seed_each_run(request):
         # Each run explores other cases than the fixed one above; the printed seed replays one.
-        gateway = request.getfixturevalue(target.gateway_fixture)
-        fuzz_api(
-            gateway.base_url,
-            target.path_regex,
-            min_operations=target.min_operations,
-            max_examples=target.seeded_examples,
-            headers=target.headers("fuzz-seeded"),
-            seed=fuzz_seed(),
-        )
+        fuzz(request, target.seeded_examples, "fuzz-seeded", fuzz_seed())
 
     def test_every_body_field_of_a_wrong_type_is_a_4xx(request):
         gateway = request.getfixturevalue(target.gateway_fixture)

@@ -1,6 +1,6 @@
 """The reliability suite's infrastructure: a PostgreSQL cluster of its own (the tests stop and
-start it), the experiments service as a real process on it behind the real gateway, and the
-report that becomes docs/reliability.md."""
+start it), the experiments service (or another) as real processes behind the real gateway, and
+the report that becomes docs/reliability.md."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ SECTIONS = [
     "database",
     "kill",
     "rolling",
+    "rolling_tracking",
     "overload",
     "rate_limit",
     "artifacts",
@@ -56,6 +57,7 @@ class Mesh:
     services: list[ServiceProcess]
     gateway: Gateway
     tenant: str
+    domain: str = "experiments"
 
     @property
     def service(self) -> ServiceProcess:
@@ -65,7 +67,7 @@ class Mesh:
         """Whether the gateway's own health checks have `service` healthy."""
         admin = f"http://127.0.0.1:{self.gateway.settings.admin_port}/clusters"
         lines = requests.get(admin, timeout=5).text.splitlines()
-        return f"experiments::{service.address}::health_flags::healthy" in lines
+        return f"{self.domain}::{service.address}::health_flags::healthy" in lines
 
     @property
     def base_url(self) -> str:
@@ -79,23 +81,26 @@ class Mesh:
 
 @pytest.fixture
 def start_mesh(faulty_postgres, tmp_path: Path) -> Iterator[Callable[..., Mesh]]:
-    """Starts the experiments service (extra environment as keyword arguments) on a new
-    database, and the gateway in front of it."""
+    """Starts `replicas` processes of a service (the experiments service on a new database
+    unless `domain` names another; extra environment as keyword arguments) and the gateway in
+    front of them, all in its one cluster."""
     started: list[Mesh] = []
 
-    def start(gateway_settings: dict | None = None, replicas: int = 1, **env: str) -> Mesh:
-        database = faulty_postgres.create_database(f"rel_{uuid.uuid4().hex[:8]}")
+    def start(
+        gateway_settings: dict | None = None,
+        replicas: int = 1,
+        domain: str = "experiments",
+        **env: str,
+    ) -> Mesh:
+        if domain == "experiments":
+            database = faulty_postgres.create_database(f"rel_{uuid.uuid4().hex[:8]}")
+            env = {
+                "MLMESH_EXPERIMENTS_DATABASE_URL": database.url("asyncpg"),
+                "MLMESH_ARTIFACT_URI": f"file://{tmp_path / 'artifacts'}",
+                **env,
+            }
         services = [
-            ServiceProcess(
-                "mlmesh_experiments",
-                free_port(),
-                {
-                    "MLMESH_EXPERIMENTS_DATABASE_URL": database.url("asyncpg"),
-                    "MLMESH_ARTIFACT_URI": f"file://{tmp_path / 'artifacts'}",
-                    **env,
-                },
-                tmp_path / f"experiments-{n}.log",
-            )
+            ServiceProcess(f"mlmesh_{domain}", free_port(), env, tmp_path / f"{domain}-{n}.log")
             for n in range(replicas)
         ]
         for service in services:
@@ -103,10 +108,10 @@ def start_mesh(faulty_postgres, tmp_path: Path) -> Iterator[Callable[..., Mesh]]
         upstream = ",".join(service.address for service in services)
         gateway = start_gateway(
             tmp_path / f"gateway-{len(started)}",
-            {"experiments": upstream},
+            {domain: upstream},
             **(gateway_settings or {}),
         )
-        mesh = Mesh(services, gateway, f"t-{uuid.uuid4().hex[:10]}")
+        mesh = Mesh(services, gateway, f"t-{uuid.uuid4().hex[:10]}", domain)
         started.append(mesh)
         return mesh
 

@@ -239,23 +239,26 @@ def check(base_url: str, tenant: str, experiment_id: str, writers: list[Writer])
     return Check(acknowledged, found, duplicated, partial, unacked, unacked_found, dict(by_kind))
 
 
-class Reader(threading.Thread):
-    """Reads until `stop`: a run by id and its metric `seed` (statements the service runs on the
+def registry_reads(base_url: str, experiment_id: str, run_id: str) -> list[str]:
+    """A run by id and its metric `seed` (statements the experiments service runs on the
     driver's connection directly) and a run search (its search pool)."""
+    return [
+        f"{base_url}{API}/runs/{run_id}",
+        f"{base_url}{API}/runs/{run_id}/metrics/seed/history",
+        f"{base_url}{API}/runs?experiment_id={experiment_id}&limit=5",
+    ]
 
-    def __init__(
-        self, base_url: str, tenant: str, experiment_id: str, run_id: str, ledger: Ledger, stop
-    ) -> None:
+
+class Reader(threading.Thread):
+    """GETs `urls` in turn until `stop`, each answer's status in the ledger."""
+
+    def __init__(self, tenant: str, urls: list[str], ledger: Ledger, stop) -> None:
         super().__init__(name="reader", daemon=True)
         self.ledger = ledger
         self.stop = stop
         self.session = requests.Session()
         self.session.headers["x-tenant-id"] = tenant
-        self.urls = [
-            f"{base_url}{API}/runs/{run_id}",
-            f"{base_url}{API}/runs/{run_id}/metrics/seed/history",
-            f"{base_url}{API}/runs?experiment_id={experiment_id}&limit=5",
-        ]
+        self.urls = urls
 
     def run(self) -> None:
         position = 0

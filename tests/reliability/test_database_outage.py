@@ -16,7 +16,7 @@ from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.migrate import migrate
 from mlmesh_experiments.storage.sql import SqlExperimentStore
 from tests.reliability.conftest import wait_for
-from tests.reliability.load import API, Ledger, Reader, Writer, check, percentile
+from tests.reliability.load import API, Ledger, Reader, Writer, check, percentile, registry_reads
 from tests.reliability.report import statuses, table
 
 SERVICE = "mlmesh.experiments.v1.ExperimentService"
@@ -46,7 +46,8 @@ def test_postgres_stopped_under_load(start_mesh, faulty_postgres, reliability_re
         Writer(i, mesh.base_url, mesh.tenant, experiment["id"], runs[i]["id"], writes, stop)
         for i in range(WRITERS)
     ]
-    reader = Reader(mesh.base_url, mesh.tenant, experiment["id"], runs[0]["id"], reads, stop)
+    urls = registry_reads(mesh.base_url, experiment["id"], runs[0]["id"])
+    reader = Reader(mesh.tenant, urls, reads, stop)
     for thread in (*writers, reader):
         thread.start()
     time.sleep(2)

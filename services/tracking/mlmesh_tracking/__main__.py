@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 import grpc
+from grpc_health.v1 import health, health_pb2
 
 from mlmesh.tracking.v1 import tracking_service_pb2, tracking_service_pb2_grpc
 from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
@@ -25,6 +26,8 @@ class Deps:
     store: RunStore
     experiment_names: tuple[str, ...] = ()
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    # Health the caller turns NOT_SERVING on SIGTERM; one of its own otherwise.
+    health_servicer: health.aio.HealthServicer | None = None
 
 
 def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:
@@ -32,7 +35,12 @@ def make_server(deps: Deps, address: str) -> tuple[grpc.aio.Server, int]:
     binding = ServiceBinding(
         SERVICE_NAME, tracking_service_pb2_grpc.add_TrackingServiceServicer_to_server, servicer
     )
-    return build_server(address, [binding], max_message_bytes=deps.max_message_bytes)
+    return build_server(
+        address,
+        [binding],
+        max_message_bytes=deps.max_message_bytes,
+        health_servicer=deps.health_servicer,
+    )
 
 
 async def _main(settings: TrackingSettings) -> None:
@@ -41,10 +49,22 @@ async def _main(settings: TrackingSettings) -> None:
         timeout_s=settings.mlflow_timeout_s,
         workers=settings.mlflow_workers,
     )
-    deps = Deps(store, tuple(settings.experiment_names), settings.max_message_bytes)
+    health_servicer = health.aio.HealthServicer()
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    deps = Deps(
+        store, tuple(settings.experiment_names), settings.max_message_bytes, health_servicer
+    )
     server, port = make_server(deps, settings.address)
     try:
-        await serve(server, port, settings.shutdown_grace_s, "tracking")
+        # On SIGTERM: NOT_SERVING for `drain_delay_s` while still serving, then drain.
+        await serve(
+            server,
+            port,
+            settings.shutdown_grace_s,
+            "tracking",
+            health_servicer=health_servicer,
+            drain_delay_s=settings.drain_delay_s,
+        )
     finally:
         store.close()
 
