@@ -24,7 +24,7 @@ from bench.measure import Budget
 from bench.report import Environment, render
 from bench.sections import existing_section
 from bench.stack import Stack, envoy_version, postgres_version, running_stack
-from bench.workload import Row, Sizes, Systems, run_workload
+from bench.workload import OPERATIONS, Row, Sizes, Systems, run_workload
 
 # Counts are upper bounds; the time budgets keep the full run under ~5 minutes on 2 cores.
 FULL = Sizes(
@@ -53,16 +53,34 @@ QUICK = Sizes(
 )
 
 
+DEFAULT_OUT = ROOT / "docs" / "benchmarks.md"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (< 1 min)")
     parser.add_argument(
         "--out",
         type=Path,
-        default=ROOT / "docs" / "benchmarks.md",
+        default=DEFAULT_OUT,
         help="the Markdown report to (re)write (default: docs/benchmarks.md)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--only",
+        default="",
+        help=(
+            "comma-separated operations to run, of: " + ", ".join(OPERATIONS) + " (default: all;"
+            " needs --out, as a partial report must not replace docs/benchmarks.md)"
+        ),
+    )
+    args = parser.parse_args(argv)
+    args.only = frozenset(filter(None, (part.strip() for part in args.only.split(","))))
+    unknown = sorted(args.only - set(OPERATIONS))
+    if unknown:
+        parser.error(f"unknown operations: {', '.join(unknown)}")
+    if args.only and args.out == DEFAULT_OUT:
+        parser.error("--only writes a partial report: give --out")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with running_stack() as stack:
-        rows = _measure_all(stack, sizes)
+        rows = _measure_all(stack, sizes, args.only)
         workers = len(_children(stack.service_pid))
     elapsed = time.perf_counter() - started
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {args.out} ({elapsed:.0f} s)")
 
 
-def _measure_all(stack: Stack, sizes: Sizes) -> list[Row]:
+def _measure_all(stack: Stack, sizes: Sizes, only: frozenset[str]) -> list[Row]:
     systems = Systems(
         {
             "mlflow": lambda: MlflowTracker(stack.mlflow_url),
@@ -103,7 +121,7 @@ def _measure_all(stack: Stack, sizes: Sizes) -> list[Row]:
         CpuMeter(stack.service_pid, stack.envoy_pid, stack.postgres_pid, stack.fasttrack_pid),
     )
     try:
-        return run_workload(systems, sizes)
+        return run_workload(systems, sizes, only)
     finally:
         systems.grpc.close()
         systems.rest.close()

@@ -1,9 +1,9 @@
 """`python -m bench.profile`: where the experiments service's own Python time goes per request.
 
 py-spy (not a project dependency: `.venv/bin/pip install py-spy` first) samples one service
-process (MLMESH_EXPERIMENTS_WORKERS=1) while one gRPC client repeats one operation: get run,
-search, log-batch. The section it writes into docs/benchmarks.md (`<!-- profile:begin -->`)
-lists each operation's top frames by inclusive and by own time."""
+process (MLMESH_EXPERIMENTS_WORKERS=1) while one gRPC client repeats one operation: create run,
+log-metric, get run, search, log-batch. The section it writes into docs/benchmarks.md
+(`<!-- profile:begin -->`) lists each operation's top frames by inclusive and by own time."""
 
 from __future__ import annotations
 
@@ -134,7 +134,20 @@ def main(argv: list[str] | None = None) -> None:
             points = [Point("loss", 0.5, s, now) for s in range(first, first + 1_000)]
             grpc.log_batch(grpc.prepare_batch(batch_run, points))
 
+        metric_steps = iter(range(10**9))
+
+        def log_metric() -> None:
+            step = next(metric_steps)
+            grpc.log_metric(batch_run, Point("lr", 1 / (step + 1), step, now + step))
+
+        names = iter(range(10**9))
+
+        def create_run() -> None:
+            grpc.create_run(experiment, f"run-{next(names)}", {"source": "bench"})
+
         operations = {
+            "create run (1 tag)": create_run,
+            "log-metric, 1 point": log_metric,
             "get run (20 params, 20 tags, 50 metrics)": lambda: grpc.get_run(run_id),
             "search 5,000 runs, 100 returned, include_total=false": lambda: grpc.search(
                 search_experiment, SEARCH_FILTER, SEARCH_LIMIT

@@ -90,7 +90,7 @@ async def test_another_tenants_experiment_is_403_everywhere(service, tenant):
         service.update_experiment(tenant, theirs.id, {"description": "mine"}, []),
         service.delete_experiment(tenant, theirs.id),
         service.restore_experiment(tenant, theirs.id),
-        service.create_run(tenant, theirs.id),
+        service.create_run(tenant, theirs.id, tags={"mine": "yes"}),
         service.list_runs(tenant, experiment_id=theirs.id),
     ]
     for call in calls:
@@ -98,6 +98,8 @@ async def test_another_tenants_experiment_is_403_everywhere(service, tenant):
             await call
     unchanged = await service.get_experiment(f"{tenant}-x", theirs.id)
     assert unchanged.description == "" and unchanged.lifecycle_stage == "active"
+    # The refused create stored nothing: their experiment still holds their one run.
+    assert (await service.list_runs(f"{tenant}-x", experiment_id=theirs.id)).total == 1
 
 
 async def test_limits_are_400_with_the_limit(service, tenant):
@@ -191,10 +193,15 @@ async def test_delete_and_restore(service, tenant):
     with pytest.raises(FailedPrecondition) as excinfo:
         await service.log_batch(tenant, run.id, metrics=[MetricPoint("m", 1.0, 0, 1)])
     assert reason(excinfo) == "RUN_DELETED"
-    with pytest.raises(FailedPrecondition):
-        await service.create_run(tenant, experiment.id)
+    with pytest.raises(FailedPrecondition) as excinfo:
+        await service.create_run(tenant, experiment.id, tags={"late": "yes"})
+    assert reason(excinfo) == "EXPERIMENT_DELETED"
     restored = await service.restore_experiment(tenant, experiment.id)
     assert restored.lifecycle_stage == "active"
+    # The refused create stored nothing.
+    assert [r.id for r in (await service.list_runs(tenant, experiment_id=experiment.id)).items] == [
+        run.id
+    ]
     with pytest.raises(FailedPrecondition):
         await service.restore_experiment(tenant, experiment.id)
 

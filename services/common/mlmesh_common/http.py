@@ -1,7 +1,7 @@
 """The HTTP status of a REST call, declared on each RPC in the protos and applied by the gateway.
 
 An RPC's `(mlmesh.api.v1.http_response)` option names its success status (201, 202, 204) and,
-for what it creates or starts, a `Location`; `HttpStatusInterceptor` sends them to the gateway
+for what it creates or starts, a `Location`; `with_declared_status` sends them to the gateway
 as initial metadata `x-http-code` and `location`, which its Lua filter turns into the status
 and the header. Native gRPC callers just see metadata.
 """
@@ -75,35 +75,22 @@ def http_rules(service_names: Iterable[str]) -> dict[str, HttpResponseRule]:
     return rules
 
 
-class HttpStatusInterceptor(grpc.aio.ServerInterceptor):
-    """Sends every successful call's declared status and location; errors are left to the
-    error table (the call's exception passes through untouched)."""
+def with_declared_status(rule: HttpResponseRule, inner):
+    """`inner` (a unary-unary behaviour) sending its successful answer's declared status and
+    location; errors are left to the error table (the call's exception passes through
+    untouched). Applied by `mlmesh_common.server.CallInterceptor`, once per method."""
 
-    def __init__(self, service_names: Iterable[str]) -> None:
-        self._rules = http_rules(service_names)
+    async def unary_unary(request, context):
+        token = _INSTEAD.set(None)
+        try:
+            response = await inner(request, context)
+            instead = _INSTEAD.get()
+        finally:
+            _INSTEAD.reset(token)
+        if instead is None:
+            await set_http_status(context, rule.status, rule.location_of(response))
+        elif instead != 200:
+            await set_http_status(context, instead)
+        return response
 
-    async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
-        rule = self._rules.get(handler_call_details.method)
-        if handler is None or rule is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
-
-        async def unary_unary(request, context):
-            token = _INSTEAD.set(None)
-            try:
-                response = await inner(request, context)
-                instead = _INSTEAD.get()
-            finally:
-                _INSTEAD.reset(token)
-            if instead is None:
-                await set_http_status(context, rule.status, rule.location_of(response))
-            elif instead != 200:
-                await set_http_status(context, instead)
-            return response
-
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    return unary_unary

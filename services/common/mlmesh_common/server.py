@@ -15,7 +15,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,12 @@ from grpc_reflection.v1alpha import reflection
 
 from mlmesh_common.config import DEFAULT_MAX_MESSAGE_BYTES
 from mlmesh_common.errors import ERROR_DOMAIN, DomainError, InvalidArgument, ResourceExhausted
-from mlmesh_common.http import HTTP_CODE_HEADER, HttpStatusInterceptor
+from mlmesh_common.http import (
+    HTTP_CODE_HEADER,
+    HttpResponseRule,
+    http_rules,
+    with_declared_status,
+)
 from mlmesh_common.tenancy import TENANT_HEADER
 
 log = structlog.get_logger("mlmesh.rpc")
@@ -162,21 +167,29 @@ def decode_request(deserialize: Callable[[bytes], Any], data: bytes) -> Any:
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
-    """Logs every call with its request id, decodes its request (an undecodable one is a 400)
-    and maps domain exceptions to gRPC status codes; `translators` map other failures (a
-    dependency's) to domain exceptions. With `max_in_flight`, a call beyond that many unary
-    calls at once is refused RESOURCE_EXHAUSTED with a retry hint instead of queueing."""
+    """The one interceptor of every call: logs it with its request id, decodes its request (an
+    undecodable one is a 400), maps domain exceptions to gRPC status codes (`translators` map
+    other failures, a dependency's, to domain exceptions) and sends a successful unary call's
+    declared HTTP status (`http_rules`, see mlmesh_common.http). With `max_in_flight`, a call
+    beyond that many unary calls at once is refused RESOURCE_EXHAUSTED with a retry hint
+    instead of queueing.
+
+    A method's wrapped handler is built on its first call and reused: the call's own values
+    (request id, tenant) are read inside it, from the call's metadata."""
 
     def __init__(
         self,
         translators: Sequence[ErrorTranslator] = (),
         max_in_flight: int = 0,
         retry_after_s: float = 1.0,
+        http_rules: Mapping[str, HttpResponseRule] | None = None,
     ) -> None:
         self._translators = tuple(translators)
         self._max_in_flight = max_in_flight
         self._retry_after_s = retry_after_s
+        self._http_rules = dict(http_rules or {})
         self._in_flight = 0
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
 
     def _translate(self, error: BaseException) -> DomainError | None:
         for translate in self._translators:
@@ -194,24 +207,31 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         )
 
     async def intercept_service(self, continuation, handler_call_details):
-        handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.startswith(_QUIET_PREFIXES):
+        wrapped = self._handlers.get(method)
+        if wrapped is None:
+            handler = await continuation(handler_call_details)
+            if handler is None:  # an unknown method: gRPC answers UNIMPLEMENTED
+                return None
+            wrapped = self._handlers[method] = self._wrap(method, handler)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if method.startswith(_QUIET_PREFIXES):
             return handler
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        request_id = metadata.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        fields = {
-            "request_id": request_id,
-            "method": method,
-            "tenant": metadata.get(TENANT_HEADER) or "default",
-        }
         # The wrapped handlers take the raw bytes and decode them inside the error mapping.
         deserialize = handler.request_deserializer or (lambda data: data)
         if handler.unary_unary is not None:
             inner = handler.unary_unary
+            rule = self._http_rules.get(method)
+            if rule is not None:
+                inner = with_declared_status(rule, inner)
 
             async def unary_unary(data, context):
-                with structlog.contextvars.bound_contextvars(**fields):
+                request_id, tenant = _call_fields(context)
+                with structlog.contextvars.bound_contextvars(
+                    request_id=request_id, method=method, tenant=tenant
+                ):
                     started = time.perf_counter()
                     code = grpc.StatusCode.OK
                     admitted = not 0 < self._max_in_flight <= self._in_flight
@@ -251,7 +271,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             inner_stream = handler.unary_stream
 
             async def unary_stream(data, context):
-                with structlog.contextvars.bound_contextvars(**fields):
+                request_id, tenant = _call_fields(context)
+                with structlog.contextvars.bound_contextvars(
+                    request_id=request_id, method=method, tenant=tenant
+                ):
                     try:
                         request = decode_request(deserialize, data)
                         async for item in inner_stream(request, context):
@@ -274,6 +297,17 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
 
+def _call_fields(context: grpc.aio.ServicerContext) -> tuple[str, str]:
+    """The call's request id (the gateway's, or a new one) and tenant, for its log lines."""
+    request_id = tenant = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER:
+            request_id = value
+        elif key == TENANT_HEADER:
+            tenant = value
+    return request_id or uuid.uuid4().hex, tenant or "default"
+
+
 def build_server(
     address: str,
     services: Sequence[ServiceBinding],
@@ -292,8 +326,9 @@ def build_server(
     `reserved_port` and `run_workers`); otherwise a port in use fails loudly."""
     server = grpc.aio.server(
         interceptors=[
-            CallInterceptor(translators, max_in_flight),
-            HttpStatusInterceptor(b.name for b in services),
+            CallInterceptor(
+                translators, max_in_flight, http_rules=http_rules(b.name for b in services)
+            )
         ],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),

@@ -256,12 +256,8 @@ class ExperimentsService:
         tags = dict(tags or {})
         domain.check_count(tags, domain.MAX_BATCH_TAGS, "tags")
         domain.check_entries(tags, domain.MAX_TAG_VALUE, "tag")
-        experiment = await self.get_experiment(tenant, experiment_id)
-        if experiment.lifecycle_stage == DELETED:
-            raise FailedPrecondition(
-                f"experiment {experiment_id} is deleted; restore it first",
-                reason="EXPERIMENT_DELETED",
-            )
+        if not is_uuid(experiment_id):
+            check_owned(None, tenant, "experiment", experiment_id)
         run_id = new_id()
         run = Run(
             id=run_id,
@@ -274,7 +270,14 @@ class ExperimentsService:
             artifact_uri=self._artifacts.item_uri(tenant, experiment_id, run_id),
             tags=tags,
         )
-        await self._store.create_run(run)
+        # One step: the experiment's checks and the insert (one statement on PostgreSQL).
+        found = await self._store.create_run(run)
+        check_owned(found, tenant, "experiment", experiment_id)
+        if found.lifecycle_stage == DELETED:
+            raise FailedPrecondition(
+                f"experiment {experiment_id} is deleted; restore it first",
+                reason="EXPERIMENT_DELETED",
+            )
         return run
 
     async def get_run(self, tenant: str, run_id: str, *, hydrate: bool = True) -> Run:

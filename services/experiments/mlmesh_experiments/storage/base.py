@@ -32,6 +32,14 @@ class Order:
 
 
 @dataclass(frozen=True)
+class ExperimentState:
+    """What creating a run found of its experiment: whose it is and whether it is deleted."""
+
+    tenant: str
+    lifecycle_stage: str
+
+
+@dataclass(frozen=True)
 class ExperimentQuery:
     tenant: str
     offset: int
@@ -111,7 +119,10 @@ class ExperimentStore(abc.ABC):
         """Sets columns (incl. updated_at, lifecycle_stage); AlreadyExists on a name clash."""
 
     @abc.abstractmethod
-    async def create_run(self, run: Run) -> None: ...
+    async def create_run(self, run: Run) -> ExperimentState | None:
+        """Stores `run` and its tags, in one step, if its experiment exists, is `run.tenant`'s
+        and is active; returns that experiment's state as found (None: no such experiment),
+        stored or not, so that the caller tells a 404, a 403 and a deleted experiment apart."""
 
     @abc.abstractmethod
     async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:

@@ -17,6 +17,7 @@ from mlmesh_experiments.entities import ACTIVE, Experiment, HistoryPoint, Metric
 from mlmesh_experiments.storage.base import (
     Clause,
     ExperimentQuery,
+    ExperimentState,
     ExperimentStore,
     HistoryQuery,
     IdempotentCall,
@@ -121,9 +122,15 @@ class InMemoryExperimentStore(ExperimentStore):
 
     # --- runs ----------------------------------------------------------------------------
 
-    async def create_run(self, run: Run) -> None:
-        self._runs[run.id] = _copy(run)
-        self._latest[run.id] = {}
+    async def create_run(self, run: Run) -> ExperimentState | None:
+        experiment = self._experiments.get(run.experiment_id)
+        if experiment is None:
+            return None
+        state = ExperimentState(experiment.tenant, experiment.lifecycle_stage)
+        if state.tenant == run.tenant and state.lifecycle_stage == ACTIVE:
+            self._runs[run.id] = _copy(run)
+            self._latest[run.id] = {}
+        return state
 
     async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:
         return {i: self._view(self._runs[i], hydrate) for i in ids if i in self._runs}

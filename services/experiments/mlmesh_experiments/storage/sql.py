@@ -34,10 +34,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from mlmesh_common import history as downsampling
 from mlmesh_common.db import driver_connection, ping, reader, search_reader
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
-from mlmesh_experiments.entities import Experiment, HistoryPoint, MetricPoint, Run
+from mlmesh_experiments.entities import ACTIVE, Experiment, HistoryPoint, MetricPoint, Run
 from mlmesh_experiments.storage import search
 from mlmesh_experiments.storage.base import (
     ExperimentQuery,
+    ExperimentState,
     ExperimentStore,
     HistoryQuery,
     IdempotentCall,
@@ -158,6 +159,38 @@ WHERE latest.tenant = excluded.tenant AND (
     OR (excluded.step = latest.step AND excluded."timestamp" >= latest."timestamp")
 )
 """
+# A run and its tags on PostgreSQL in one statement (atomic by itself, one round trip, no
+# transaction around it): stored only into an active experiment of the run's tenant; the
+# experiment's tenant and stage come back either way (no row: no such experiment). The
+# parameters are the run's columns in _RUN_COLUMNS order, then the tag keys and values.
+# (Cast to the bare types: an explicit cast to varchar(n) would cut a longer value silently.)
+_RUN_PARAMETERS = ", ".join(
+    f"${i}::{RunRow.__table__.c[name].type.compile(dialect=postgresql.dialect()).split('(')[0]}"
+    for i, name in enumerate(_RUN_COLUMNS, start=1)
+)
+_TAGS = len(_RUN_COLUMNS) + 1
+_PG_INSERT_TAGS = f"""
+, tags AS (
+    INSERT INTO {TagRow.__tablename__} (tenant, run_id, key, value)
+    SELECT created.tenant, created.id, tag.key, tag.value
+    FROM created, unnest(${_TAGS}::varchar[], ${_TAGS + 1}::varchar[]) AS tag(key, value)
+)"""
+# Without tags and with them (the tag insert is left out when there are none).
+_PG_CREATE_RUN = {
+    with_tags: f"""
+WITH experiment AS (
+    SELECT tenant, lifecycle_stage FROM {ExperimentRow.__tablename__}
+    WHERE id = ${_RUN_COLUMNS.index("experiment_id") + 1}::varchar
+), created AS (
+    INSERT INTO {RunRow.__tablename__} ({", ".join(_RUN_COLUMNS)})
+    SELECT {_RUN_PARAMETERS} FROM experiment
+    WHERE tenant = ${_RUN_COLUMNS.index("tenant") + 1}::varchar AND lifecycle_stage = '{ACTIVE}'
+    RETURNING id, tenant
+){_PG_INSERT_TAGS if with_tags else ""}
+SELECT tenant, lifecycle_stage FROM experiment
+"""
+    for with_tags in (False, True)
+}
 _PG_HISTORY = (
     "SELECT step, \"timestamp\", CASE WHEN is_nan THEN 'NaN'::float8 ELSE value END"
     f" FROM {metric_history.name} WHERE run_id = $1 AND key = $2 AND tenant = $3"
@@ -429,10 +462,27 @@ class SqlExperimentStore(ExperimentStore):
 
     # --- runs ----------------------------------------------------------------------------
 
-    async def create_run(self, run: Run) -> None:
-        values = {name: getattr(run, name) for name in _RUN_COLUMNS}
+    async def create_run(self, run: Run) -> ExperimentState | None:
+        if self._postgres:
+            async with self._read() as conn, driver_connection(conn) as raw:
+                columns = [getattr(run, name) for name in _RUN_COLUMNS]
+                tags = [list(run.tags), list(run.tags.values())] if run.tags else []
+                record = await raw.fetchrow(_PG_CREATE_RUN[bool(tags)], *columns, *tags)
+            return None if record is None else ExperimentState(*record)
         async with self._begin() as conn:
-            await conn.execute(insert(RunRow).values(values))
+            found = (
+                await conn.execute(
+                    select(ExperimentRow.tenant, ExperimentRow.lifecycle_stage).where(
+                        ExperimentRow.id == run.experiment_id
+                    )
+                )
+            ).first()
+            if found is None:
+                return None
+            state = ExperimentState(*found)
+            if state.tenant != run.tenant or state.lifecycle_stage != ACTIVE:
+                return state
+            await conn.execute(insert(RunRow).values({n: getattr(run, n) for n in _RUN_COLUMNS}))
             if run.tags:
                 await conn.execute(
                     insert(TagRow),
@@ -441,6 +491,7 @@ class SqlExperimentStore(ExperimentStore):
                         for k, v in run.tags.items()
                     ],
                 )
+            return state
 
     async def get_runs(self, ids: Sequence[str], *, hydrate: bool = True) -> dict[str, Run]:
         if not ids:
@@ -520,9 +571,14 @@ class SqlExperimentStore(ExperimentStore):
     async def log_batch(self, tenant, run_id, metrics, params, tags) -> None:
         if self._postgres and not tags and not params:
             # Metrics alone are one statement on PostgreSQL, atomic by itself: no transaction
-            # round trips around it.
-            async with self._read() as conn:
-                await self._log_metrics(conn, tenant, run_id, metrics)
+            # round trips around it; run on asyncpg directly (its statement cache keeps it
+            # prepared), as SQLAlchemy's cursor adaptation is a large share of a one-point
+            # log-metric. (Not inside `_begin()`: SQLAlchemy opens its transaction on its own
+            # first statement, so a driver statement first would run outside it.)
+            if metrics:
+                arguments = pg_metric_arguments(tenant, run_id, metrics)
+                async with self._read() as conn, driver_connection(conn) as raw:
+                    await raw.execute(PG_LOG_METRICS, *arguments)
             return
         async with self._begin() as conn:
             if metrics:
