@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
+import uvloop
 from grpc_health.v1 import health
 
 from mlmesh.experiments.v1 import experiments_service_pb2, experiments_service_pb2_grpc
@@ -129,12 +132,20 @@ async def _migrate_once(settings: ExperimentsSettings) -> None:
     log.info("database migrated", service="experiments")
 
 
+def _run(settings: ExperimentsSettings, main: Coroutine[Any, Any, None]) -> None:
+    """`main` to completion on a new event loop of the configured kind."""
+    if settings.event_loop == "uvloop":
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
+
+
 def main() -> None:
     settings = ExperimentsSettings()
     configure_logging(settings.log_level, settings.log_format)
     workers = worker_count(settings)
     if workers == 1:
-        asyncio.run(_main(settings))
+        _run(settings, _main(settings))
         return
     # Migrations run here, once, before any worker exists; the workers only connect.
     asyncio.run(_migrate_once(settings))
@@ -142,7 +153,7 @@ def main() -> None:
         address = f"{settings.host}:{port}"
 
         def worker() -> None:
-            asyncio.run(_main(settings, address, migrated=True, reuse_port=True))
+            _run(settings, _main(settings, address, migrated=True, reuse_port=True))
 
         # A worker that outlives its drain delay and grace period by far is stuck: killed.
         stop_timeout_s = settings.drain_delay_s + settings.shutdown_grace_s + 10
