@@ -4,7 +4,8 @@ and against FastTrackML, in the same interleaved rounds.
 Each variant is an experiments service of its own (its own database on one PostgreSQL
 cluster) behind an Envoy gateway of its own, started with extra environment variables: a
 setting (`loop=MLMESH_EXPERIMENTS_EVENT_LOOP=asyncio`) or another checkout of the code
-(`base=PYTHONPATH=/tmp/base/services/experiments:/tmp/base/services/common`). All run at
+(`base=PYTHONPATH=/tmp/base/services/experiments:/tmp/base/services/common`), or Envoy's
+threads (`one=ENVOY_CONCURRENCY=1`, default 2). All run at
 once; every operation's calls go to each variant's gRPC and REST clients and to FastTrackML in
 turn, round after round, so that drift on the machine hits all alike. Prints a table of p50
 (p95) latencies, and with --out writes it as Markdown."""
@@ -21,17 +22,19 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
+from bench import cpu
 from bench.clients import FastTrackTracker, GrpcTracker, Point, RestTracker, Tracker
 from bench.fasttrack import FastTrackServer
 from bench.measure import Span, percentile, sample_span
 from bench.seed import search_runs, seed_api, settle
-from bench.stack import _experiments_service, _go_url
+from bench.stack import _experiments_service, _go_url, _postmaster_pid
 from bench.workload import BATCH_POINTS, SEARCH_FILTER, SEARCH_LIMIT
 from tests.helpers.gateway import start_gateway
 from tests.helpers.postgres import PostgresCluster
 
 ROUNDS = 5
 SEARCH_RUNS = 1_500
+ENVOY_CONCURRENCY = "ENVOY_CONCURRENCY"
 OPERATIONS = ("create_run", "log_metric", "get_run", "search", "log_batch")
 
 
@@ -108,9 +111,15 @@ def main(argv: list[str] | None = None) -> None:
         factories: dict[str, Callable[[], Tracker]] = {
             "FastTrackML": lambda: FastTrackTracker(fasttrack.url)
         }
+        assert fasttrack.process is not None
+        postgres_pid = _postmaster_pid(postgres)
+        # The processes whose CPU time a client's calls cost: its server(s) and PostgreSQL.
+        servers = {"FastTrackML": [fasttrack.process.pid, postgres_pid]}
         databases = [fasttrack_database.url("psycopg2")]
         for text in args.variants:
             name, env = _parse_variant(text)
+            # Envoy's worker threads (--concurrency), not the service's environment.
+            envoy_threads = int(env.pop(ENVOY_CONCURRENCY, "2"))
             database = postgres.create_database(f"v_{uuid.uuid4().hex[:8]}")
             databases.append(database.url("psycopg2"))
             saved = {key: os.environ.get(key) for key in env}
@@ -126,10 +135,15 @@ def main(argv: list[str] | None = None) -> None:
                         os.environ.pop(key, None)
                     else:
                         os.environ[key] = value
-            gateway = start_gateway(workdir / name, {"experiments": service.address})
+            gateway = start_gateway(
+                workdir / name, {"experiments": service.address}, concurrency=envoy_threads
+            )
             cleanup.callback(gateway.stop)
             factories[f"{name} gRPC"] = lambda a=service.address: GrpcTracker(a)
             factories[f"{name} REST"] = lambda u=gateway.base_url: RestTracker(u)
+            assert service.process is not None
+            servers[f"{name} gRPC"] = [service.process.pid, postgres_pid]
+            servers[f"{name} REST"] = [service.process.pid, gateway.process.pid, postgres_pid]
         trackers = {name: factory() for name, factory in factories.items()}
         setups: dict[str, dict[str, str]] = {}
         for name, tracker in trackers.items():
@@ -138,33 +152,53 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 setups[name] = _seed(tracker, factories[name])
         settle(databases)
-        results = {op: _measure(op, trackers, setups, args.calls) for op in operations}
+        results = {op: _measure(op, trackers, setups, servers, args.calls) for op in operations}
     table = _render(results, load, args.calls)
     print(table)
     if args.out:
         args.out.write_text(table)
 
 
+def _server_seconds(roots: list[int]) -> float:
+    """CPU seconds (user + system) so far of the process trees under `roots`."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in cpu._parents().items():
+        children.setdefault(parent, []).append(pid)
+    return sum(cpu._cpu_seconds(pid) for pid in cpu._trees(roots, children))
+
+
 def _measure(
-    operation: str, trackers: dict[str, Tracker], setups: dict[str, dict[str, str]], calls: int
-) -> dict[str, list[float]]:
+    operation: str,
+    trackers: dict[str, Tracker],
+    setups: dict[str, dict[str, str]],
+    servers: dict[str, list[int]],
+    calls: int,
+) -> dict[str, tuple[list[float], float]]:
+    """Each client's latencies, and the CPU ms per call of its servers and PostgreSQL (less
+    sensitive than latency to the other work on the machine)."""
     bound = {name: _bind(operation, t, setups[name]) for name, t in trackers.items()}
     found: dict[str, list[float]] = {name: [] for name in trackers}
+    spent = dict.fromkeys(trackers, 0.0)
     for call in bound.values():
         for i in range(3):
             call(10**6 + i)  # warm-up, on indexes the timed calls never use
     for round_ in range(ROUNDS):
         for name, call in bound.items():
+            before = _server_seconds(servers[name])
             found[name] += sample_span(call, Span(round_ * calls, calls, 60, calls))
+            spent[name] += _server_seconds(servers[name]) - before
     print(operation, {name: f"{percentile(v, 50) * 1000:.2f}" for name, v in found.items()})
-    return found
+    return {name: (found[name], spent[name] * 1000 / len(found[name])) for name in trackers}
 
 
-def _render(results: dict[str, dict[str, list[float]]], load: float, calls: int) -> str:
+def _render(
+    results: dict[str, dict[str, tuple[list[float], float]]], load: float, calls: int
+) -> str:
     names = list(next(iter(results.values())))
     lines = [
-        f"{calls} calls per client in each of {ROUNDS} rounds; p50 (p95) ms; load before: "
-        f"{load:.2f}",
+        f"{calls} calls per client in each of {ROUNDS} rounds; p50 (p95) ms, the p50 ratio "
+        "FastTrackML / client, and the CPU ms per call of the client's servers and PostgreSQL "
+        f"(REST: Envoy included); load before: {load:.2f}",
         "",
         "| client | " + " | ".join(results) + " |",
         "|---|" + "--:|" * len(results),
@@ -172,9 +206,10 @@ def _render(results: dict[str, dict[str, list[float]]], load: float, calls: int)
     for name in names:
         cells = []
         for found in results.values():
-            p50, p95 = percentile(found[name], 50), percentile(found[name], 95)
-            peer = percentile(found["FastTrackML"], 50)
-            cells.append(f"{p50 * 1000:.2f} ({p95 * 1000:.2f}) {peer / p50:.2f}x")
+            latencies, cpu_ms = found[name]
+            p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
+            peer = percentile(found["FastTrackML"][0], 50)
+            cells.append(f"{p50 * 1000:.2f} ({p95 * 1000:.2f}) {peer / p50:.2f}x, cpu {cpu_ms:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

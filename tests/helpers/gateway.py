@@ -67,12 +67,18 @@ class Gateway:
 
 
 def start_gateway(
-    workdir: Path, upstreams: dict[str, str], *, wait_healthy: bool = True, **overrides: Any
+    workdir: Path,
+    upstreams: dict[str, str],
+    *,
+    wait_healthy: bool = True,
+    concurrency: int = 2,
+    **overrides: Any,
 ) -> Gateway:
     """Renders a config for `upstreams` (domain -> host:port), starts Envoy, waits until ready
     and, with `wait_healthy`, until those upstreams are healthy.
 
-    `overrides` are GatewaySettings fields (auth, jwks_file, cors_origins, max_body_bytes...).
+    `concurrency`: Envoy's worker threads (`--concurrency`). `overrides` are GatewaySettings
+    fields (auth, jwks_file, cors_origins, max_body_bytes...).
     Domains of the descriptor set missing from `upstreams` point at a closed port (never at a
     default port, where a developer's own mesh may be running).
     """
@@ -91,7 +97,7 @@ def start_gateway(
                 "warn",
                 "--disable-hot-restart",
                 "--concurrency",
-                "2",
+                str(concurrency),
                 # The access log within a second (Envoy buffers it for 10 s by default).
                 "--file-flush-interval-msec",
                 "1000",
