@@ -12,7 +12,6 @@ from typing import Any
 
 import grpc
 import structlog
-import uvloop
 from grpc_health.v1 import health
 
 from mlmesh.experiments.v1 import experiments_service_pb2, experiments_service_pb2_grpc
@@ -135,6 +134,11 @@ async def _migrate_once(settings: ExperimentsSettings) -> None:
 def _run(settings: ExperimentsSettings, main: Coroutine[Any, Any, None]) -> None:
     """`main` to completion on a new event loop of the configured kind."""
     if settings.event_loop == "uvloop":
+        # Imported here, in the worker, never in the parent of the workers: with uvloop
+        # imported there, the parent sometimes never saw its workers exit (a worker killed,
+        # the others stopped and reaped, the parent still waiting on their sentinels).
+        import uvloop
+
         uvloop.run(main)
     else:
         asyncio.run(main)
