@@ -169,7 +169,7 @@ def _plumbing(frame: str) -> bool:
     return any(
         part in frame
         for part in (
-            *("(asyncio/", "(<frozen", "(threading.py)", "(selectors.py)", "(runpy"),
+            *("(asyncio/", "(uvloop/", "(<frozen", "(threading.py)", "(selectors.py)", "(runpy"),
             "(mlmesh_experiments/__main__.py)",
         )
     )
