@@ -5,6 +5,12 @@ the last (where the line enters and leaves) and the lowest and the highest (how 
 `downsample` keeps exactly those per step bucket (M4 aggregation), so a single spike among a
 million points survives, where even decimation would drop it. The SQL stores run the same rule
 in the database (`buckets` and `bucket_of` give the arithmetic both share).
+
+A store that keeps each metric's points pre-aggregated in aligned blocks of steps (the
+experiments registry: `BLOCK_WIDTHS`) buckets whole blocks instead of points once a range spans
+at least `max_points` of them (`block_width`): each block goes to the bucket of its first step
+in the range, so bucket edges move to block edges (by less than a quarter of a bucket), and
+every point drawn is still a real point, each bucket's extremes included.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ T = TypeVar("T")
 
 # Points kept per bucket: first, min, max, last.
 PER_BUCKET = 4
+# Widths, in steps, of the aligned blocks a store may keep pre-aggregated: 16**1 .. 16**8
+# (blocks start at multiples of their width).
+BLOCK_SHIFT = 4
+BLOCK_WIDTHS = tuple(1 << (BLOCK_SHIFT * level) for level in range(1, 9))
 
 
 def check_max_points(max_points: int) -> None:
@@ -53,6 +63,16 @@ def bucket_of(step: int, first_step: int, last_step: int, count: int) -> int:
     return (step - first_step) * count // (last_step - first_step + 1)
 
 
+def block_width(first_step: int, last_step: int, max_points: int) -> int:
+    """The widest of BLOCK_WIDTHS of which [first_step, last_step] spans at least
+    PER_BUCKET blocks per bucket (about `max_points` blocks); 1 (points, not blocks) when none
+    does."""
+    span = last_step - first_step + 1
+    needed = PER_BUCKET * buckets(max_points)
+    fitting = [width for width in BLOCK_WIDTHS if span >= width * needed]
+    return fitting[-1] if fitting else 1
+
+
 def _finite(value: Any) -> bool:
     return isinstance(value, float | int) and math.isfinite(value)
 
@@ -61,13 +81,16 @@ def downsample(
     points: Sequence[T],
     max_points: int,
     *,
+    block: int = 1,
     step: Callable[[T], int] = lambda point: point.step,  # type: ignore[attr-defined]
     value: Callable[[T], float] = lambda point: point.value,  # type: ignore[attr-defined]
 ) -> list[T]:
     """At most `max_points` of `points` (ordered by step; 0: all of them): per step bucket its
     first, lowest, highest and last point, in their original order. NaN never counts as the
     lowest or highest. Below 4 points the extremes of the one bucket come first: min and max,
-    then the last point, then the first."""
+    then the last point, then the first. With `block` > 1 the buckets take whole blocks of
+    `block` steps (aligned at multiples of it): a point goes to the bucket of its block's first
+    step, or of the range's first step for the block that holds it."""
     check_max_points(max_points)
     if max_points == 0 or len(points) <= max_points:
         return list(points)
@@ -76,7 +99,10 @@ def downsample(
     # index of first, last, min, max per bucket
     chosen: dict[int, list[int]] = {}
     for index, point in enumerate(points):
-        bucket = bucket_of(step(point), first_step, last_step, count)
+        at = step(point)
+        if block > 1:
+            at = max(first_step, at - at % block)
+        bucket = bucket_of(at, first_step, last_step, count)
         picks = chosen.get(bucket)
         if picks is None:
             chosen[bucket] = [index, index, index, index]

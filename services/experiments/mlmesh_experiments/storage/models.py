@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     LargeBinary,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -121,6 +122,39 @@ metric_history = Table(
     Column("is_nan", Boolean, nullable=False, default=False),
     # The index MLflow users add by hand: history of one key of one run, in step order.
     Index("ix_metric_history_run_key_step", "run_id", "key", "step"),
+)
+
+
+
+# Each metric's history pre-aggregated in aligned blocks of steps, at every width of
+# mlmesh_common.history.BLOCK_WIDTHS (level L: blocks of 16**L steps, block = step >> 4L):
+# how many points a block holds, its first and last point in history order (step, timestamp,
+# is_nan, value), and its lowest and highest number (NULL when it holds none; NaN and
+# infinities never count), ties to the earliest. Maintained in the transaction of every history
+# insert, so that a chart of a long history reads a few thousand blocks, not every point.
+metric_buckets = Table(
+    "metric_buckets",
+    Base.metadata,
+    Column("tenant", TENANT, nullable=False),
+    Column("run_id", ID, primary_key=True),
+    Column("key", KEY, primary_key=True),
+    Column("level", SmallInteger, primary_key=True),
+    Column("block", BigInteger, primary_key=True),
+    Column("count", BigInteger, nullable=False),
+    Column("first_step", BigInteger, nullable=False),
+    Column("first_ts", BigInteger, nullable=False),
+    Column("first_nan", Boolean, nullable=False),
+    Column("first_value", Float(53), nullable=False),
+    Column("last_step", BigInteger, nullable=False),
+    Column("last_ts", BigInteger, nullable=False),
+    Column("last_nan", Boolean, nullable=False),
+    Column("last_value", Float(53), nullable=False),
+    Column("low_step", BigInteger),
+    Column("low_ts", BigInteger),
+    Column("low_value", Float(53)),
+    Column("high_step", BigInteger),
+    Column("high_ts", BigInteger),
+    Column("high_value", Float(53)),
 )
 
 

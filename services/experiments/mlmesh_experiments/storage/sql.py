@@ -35,7 +35,7 @@ from mlmesh_common import history as downsampling
 from mlmesh_common.db import driver_connection, ping, reader, search_reader
 from mlmesh_common.errors import AlreadyExists, InvalidArgument
 from mlmesh_experiments.entities import ACTIVE, Experiment, HistoryPoint, MetricPoint, Run
-from mlmesh_experiments.storage import search
+from mlmesh_experiments.storage import blocks, search
 from mlmesh_experiments.storage.base import (
     ExperimentQuery,
     ExperimentState,
@@ -54,6 +54,7 @@ from mlmesh_experiments.storage.models import (
     ParamRow,
     RunRow,
     TagRow,
+    metric_buckets,
     metric_history,
 )
 
@@ -135,10 +136,12 @@ _PG_RUN = {
     for hydrate, details in ((False, ()), (True, _PG_DETAIL_COLUMNS))
 }
 # Metrics of a log-batch on PostgreSQL: arrays bound in binary, expanded by unnest, in one
-# statement (atomic by itself) writing the history and upserting each key's newest point of the
-# batch ($7: their positions, found by _newest_per_key; a sort in SQL costs more) in key order,
-# so that concurrent batches on one run cannot deadlock; every row in the run's tenant ($8),
-# and no upsert touches a row of another tenant. Public for the benchmark, which times it alone.
+# statement (atomic by itself) writing the history, merging the batch's blocks into the
+# metric_buckets pyramid ($9 on: blocks.rows, by key, level and block) and upserting each key's
+# newest point of the batch ($7: their positions, found by _newest_per_key; a sort in SQL costs
+# more) in key order, so that concurrent batches on one run cannot deadlock; every row in the
+# run's tenant ($8), and no upsert touches a row of another tenant. Public for the benchmark,
+# which times it alone.
 PG_LOG_METRICS = f"""
 WITH points AS (
     SELECT * FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
@@ -146,6 +149,8 @@ WITH points AS (
 ), history AS (
     INSERT INTO {metric_history.name} (tenant, run_id, key, step, "timestamp", value, is_nan)
     SELECT $8, $1, key, step, ts, value, is_nan FROM points
+), pyramid AS (
+    {blocks.pg_upsert("$8", "$1", 9)}
 )
 INSERT INTO {LatestMetricRow.__tablename__} AS latest
     (tenant, run_id, key, step, "timestamp", value, is_nan)
@@ -233,6 +238,20 @@ _HISTORY_EXTENT = select(
     func.max(func.abs(_H.timestamp)),
 ).where(_IN_RANGE)
 _HISTORY_POINTS = select(_H.step, _H.timestamp, _H.value, _H.is_nan).where(_IN_RANGE)
+# A range's first and last step: two probes of the (run_id, key, step) index.
+_HISTORY_ENDS = select(
+    select(_H.step).where(_IN_RANGE).order_by(_H.step).limit(1).scalar_subquery(),
+    select(_H.step).where(_IN_RANGE).order_by(_H.step.desc()).limit(1).scalar_subquery(),
+)
+_B = metric_buckets.c
+# The stored blocks of one level between two block indexes.
+_BLOCKS = select(metric_buckets).where(
+    _B.run_id == bindparam("run_id"),
+    _B.key == bindparam("key"),
+    _B.tenant == bindparam("tenant"),
+    _B.level == bindparam("level"),
+    _B.block.between(bindparam("first_block"), bindparam("last_block")),
+)
 
 
 def _bucketed_history():
@@ -273,14 +292,16 @@ def pg_metric_arguments(
     tenant: str, run_id: str, metrics: Sequence[MetricPoint]
 ) -> tuple[Any, ...]:
     """PG_LOG_METRICS's parameters: the run, the points column by column, the positions (1-based,
-    in key order) of each key's newest point, then the run's tenant."""
+    in key order) of each key's newest point, the run's tenant, then the batch's blocks column
+    by column."""
     keys, values, steps, timestamps = zip(*metrics, strict=True)
     nans = list(map(math.isnan, values))
     if any(nans):
         values = tuple(0.0 if nan else value for value, nan in zip(values, nans, strict=True))
     newest = _newest_per_key(metrics)
     positions = [newest[key] + 1 for key in sorted(newest)]
-    return run_id, keys, steps, timestamps, values, nans, positions, tenant
+    pyramid = tuple(zip(*blocks.rows(metrics), strict=True))
+    return run_id, keys, steps, timestamps, values, nans, positions, tenant, *pyramid
 
 
 def _newest_per_key(metrics: Sequence[MetricPoint]) -> dict[str, int]:
@@ -673,6 +694,9 @@ class SqlExperimentStore(ExperimentStore):
         )
         # One multi-row INSERT per chunk, not a statement per point.
         await conn.execute(insert(metric_history), rows)
+        await conn.exec_driver_sql(
+            blocks.SQLITE_UPSERT, [(tenant, run_id, *row) for row in blocks.rows(metrics)]
+        )
 
     async def end_run(self, run_id: str, status: str, end_time: int) -> bool:
         async with self._begin() as conn:
@@ -694,6 +718,15 @@ class SqlExperimentStore(ExperimentStore):
             "end_step": _LAST_STEP if query.end_step is None else query.end_step,
         }
         async with self._read() as conn:
+            if query.max_points:
+                first, last = (await conn.execute(_HISTORY_ENDS, where)).one()
+                if first is None:
+                    return [], 0
+                width = downsampling.block_width(first, last, query.max_points)
+                if width > 1:
+                    found = await self._from_blocks(conn, where, first, last, width, query)
+                    if found is not None:
+                        return found
             total, first, last, widest = (await conn.execute(_HISTORY_EXTENT, where)).one()
             if not total:
                 return [], 0
@@ -715,6 +748,51 @@ class SqlExperimentStore(ExperimentStore):
                 ]
             # Below 4 points the one bucket's extremes come first (the rule of downsample).
             return downsampling.downsample(points, query.max_points), total
+
+    async def _from_blocks(
+        self,
+        conn: AsyncConnection,
+        where: dict[str, Any],
+        first: int,
+        last: int,
+        width: int,
+        query: HistoryQuery,
+    ) -> tuple[list[HistoryPoint], int] | None:
+        """A range spanning many blocks from the metric_buckets pyramid: the stored blocks that
+        lie wholly in the range, and the points of the (at most two) blocks at its ends that
+        stick out of it. None when the range holds max_points points or fewer (they are all
+        returned, read as points)."""
+        start, end = where["start_step"], where["end_step"]
+        edges = {first // width, last // width}
+        inner = [b for b in edges if b * width >= start and (b + 1) * width - 1 <= end]
+        first_inner = first // width + (first // width not in inner)
+        last_inner = last // width - (last // width not in inner)
+        rows = (
+            await conn.execute(
+                _BLOCKS,
+                {
+                    **where,
+                    "level": blocks.level_of(width),
+                    "first_block": first_inner,
+                    "last_block": last_inner,
+                },
+            )
+        ).all()
+        total = sum(row.count for row in rows)
+        picked = blocks.points(rows)
+        for edge in sorted(edges - set(inner)):
+            part = {
+                **where,
+                "start_step": max(start, edge * width),
+                "end_step": min(end, (edge + 1) * width - 1),
+            }
+            for step, timestamp, value, is_nan in await conn.execute(_HISTORY_POINTS, part):
+                total += 1
+                picked.add((step, timestamp, bool(is_nan), value))
+        if total <= query.max_points:
+            return None
+        points = blocks.history_points(picked)
+        return downsampling.downsample(points, query.max_points, block=width), total
 
     async def _pg_buckets(
         self, conn: AsyncConnection, where: dict[str, Any], first: int, buckets: int, width: int

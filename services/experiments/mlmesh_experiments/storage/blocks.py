@@ -1,0 +1,173 @@
+"""The metric_buckets pyramid: a batch's points aggregated into aligned blocks of steps at every
+level (blocks of 16, 256, ... 16**8 steps), the upsert that merges them into the stored blocks,
+and the stored blocks read back as the points that a downsampled history needs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from itertools import groupby
+from typing import Any
+
+from mlmesh_common.history import BLOCK_SHIFT, BLOCK_WIDTHS
+from mlmesh_experiments.entities import HistoryPoint, MetricPoint
+from mlmesh_experiments.storage.models import metric_buckets
+
+# A point in history order: (step, timestamp, is_nan, value), value 0.0 for NaN as stored.
+Point = tuple[int, int, bool, float]
+# A block: (index, count, first, last, lowest, highest); lowest and highest are None when the
+# block holds no finite number.
+Block = tuple[int, int, Point, Point, Point | None, Point | None]
+
+LEVELS = range(1, len(BLOCK_WIDTHS) + 1)
+# The columns a block row sets, after tenant and run_id (the order of `rows`).
+COLUMNS = tuple(column.name for column in metric_buckets.columns)[2:]
+_FIRST = ("first_step", "first_ts", "first_nan", "first_value")
+_LAST = ("last_step", "last_ts", "last_nan", "last_value")
+_LOW = ("low_step", "low_ts", "low_value")
+_HIGH = ("high_step", "high_ts", "high_value")
+
+
+def level_of(width: int) -> int:
+    return BLOCK_WIDTHS.index(width) + 1
+
+
+def _value(point: Point) -> float:
+    return point[3]
+
+
+def _summary(index: int, points: list[Point]) -> Block:
+    """A block from its points in history order: min and max return the first of equal
+    values, so ties go to the earliest point."""
+    numbers = [p for p in points if not p[2] and math.isfinite(p[3])]
+    low = min(numbers, key=_value) if numbers else None
+    high = max(numbers, key=_value) if numbers else None
+    return index, len(points), points[0], points[-1], low, high
+
+
+def _merged(index: int, children: list[Block]) -> Block:
+    """A block from its child blocks in step order."""
+    lows = [child[4] for child in children if child[4] is not None]
+    highs = [child[5] for child in children if child[5] is not None]
+    return (
+        index,
+        sum(child[1] for child in children),
+        children[0][2],
+        children[-1][3],
+        min(lows, key=_value) if lows else None,
+        max(highs, key=_value) if highs else None,
+    )
+
+
+def _row(key: str, level: int, block: Block) -> tuple[Any, ...]:
+    index, count, first, last, low, high = block
+    low_pick = (low[0], low[1], low[3]) if low else (None, None, None)
+    high_pick = (high[0], high[1], high[3]) if high else (None, None, None)
+    return (key, level, index, count, *first, *last, *low_pick, *high_pick)
+
+
+def rows(metrics: Sequence[MetricPoint]) -> list[tuple[Any, ...]]:
+    """The blocks of a batch, one row per (key, level, block) in COLUMNS order, sorted by key,
+    level and block (the order upserts lock them in, so that concurrent batches cannot
+    deadlock)."""
+    by_key: dict[str, list[Point]] = {}
+    for key, value, step, timestamp in metrics:
+        nan = math.isnan(value)
+        by_key.setdefault(key, []).append((step, timestamp, nan, 0.0 if nan else value))
+    found: list[tuple[Any, ...]] = []
+    for key in sorted(by_key):
+        points = sorted(by_key[key])
+        blocks = [
+            _summary(index, list(group))
+            for index, group in groupby(points, key=lambda p: p[0] >> BLOCK_SHIFT)
+        ]
+        for level in LEVELS:
+            if level > 1:
+                blocks = [
+                    _merged(index, list(group))
+                    for index, group in groupby(blocks, key=lambda b: b[0] >> BLOCK_SHIFT)
+                ]
+            found.extend(_row(key, level, block) for block in blocks)
+    return found
+
+
+def _tuple(table: str, columns: Iterable[str]) -> str:
+    return "(" + ", ".join(f"{table}.{column}" for column in columns) + ")"
+
+
+def _merge_clause() -> str:
+    """ON CONFLICT's SET: a stored block merged with the batch's (`excluded`), the same SQL on
+    PostgreSQL and SQLite. Each pick keeps the stored point unless the batch's comes before it
+    in that pick's order."""
+    old, new = metric_buckets.name, "excluded"
+    wins = {
+        _FIRST: f"{_tuple(new, _FIRST)} < {_tuple(old, _FIRST)}",
+        _LAST: f"{_tuple(new, _LAST)} >= {_tuple(old, _LAST)}",
+        _LOW: f"{old}.low_value IS NULL OR ({new}.low_value, {new}.low_step, {new}.low_ts)"
+        f" < ({old}.low_value, {old}.low_step, {old}.low_ts)",
+        _HIGH: f"{old}.high_value IS NULL OR {new}.high_value > {old}.high_value"
+        f" OR ({new}.high_value = {old}.high_value"
+        f" AND ({new}.high_step, {new}.high_ts) < ({old}.high_step, {old}.high_ts))",
+    }
+    sets = [f"count = {old}.count + {new}.count"]
+    for columns, condition in wins.items():
+        sets += [
+            f"{column} = CASE WHEN {condition} THEN {new}.{column} ELSE {old}.{column} END"
+            for column in columns
+        ]
+    return (
+        f"ON CONFLICT (run_id, key, level, block) DO UPDATE SET {', '.join(sets)}"
+        f" WHERE {old}.tenant = {new}.tenant"
+    )
+
+
+MERGE = _merge_clause()
+_NAMES = ", ".join(("tenant", "run_id", *COLUMNS))
+# SQLite, one row per execution (executemany): tenant, run_id, then COLUMNS.
+SQLITE_UPSERT = (
+    f"INSERT INTO {metric_buckets.name} ({_NAMES})"
+    f" VALUES ({', '.join('?' * (len(COLUMNS) + 2))}) {MERGE}"
+)
+_PG_TYPES = {
+    "key": "varchar",
+    "level": "smallint",
+    "first_nan": "bool",
+    "last_nan": "bool",
+    "first_value": "float8",
+    "last_value": "float8",
+    "low_value": "float8",
+    "high_value": "float8",
+}
+
+
+def pg_upsert(tenant: str, run_id: str, first: int) -> str:
+    """PostgreSQL: every block of a batch in one statement, the columns as arrays bound from
+    parameter `$first` on (tenant and run_id at `tenant` and `run_id`)."""
+    arrays = ", ".join(
+        f"${first + i}::{_PG_TYPES.get(column, 'bigint')}[]" for i, column in enumerate(COLUMNS)
+    )
+    return (
+        f"INSERT INTO {metric_buckets.name} ({_NAMES})"
+        f" SELECT {tenant}, {run_id}, * FROM unnest({arrays}) {MERGE}"
+    )
+
+
+def points(records: Iterable[Any]) -> set[Point]:
+    """The points the stored blocks `records` pick (first, last, lowest, highest), as
+    (step, timestamp, is_nan, value); each once."""
+    picked: set[Point] = set()
+    for row in records:
+        picked.add((row.first_step, row.first_ts, bool(row.first_nan), row.first_value))
+        picked.add((row.last_step, row.last_ts, bool(row.last_nan), row.last_value))
+        if row.low_value is not None:
+            picked.add((row.low_step, row.low_ts, False, row.low_value))
+        if row.high_value is not None:
+            picked.add((row.high_step, row.high_ts, False, row.high_value))
+    return picked
+
+
+def history_points(picked: Iterable[Point]) -> list[HistoryPoint]:
+    return [
+        HistoryPoint(step, timestamp, math.nan if is_nan else value)
+        for step, timestamp, is_nan, value in sorted(picked)
+    ]
