@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from itertools import groupby
+from bisect import bisect_left
+from itertools import groupby, repeat
+from operator import itemgetter
 from typing import Any
 
 from mlmesh_common.history import BLOCK_SHIFT, BLOCK_WIDTHS
@@ -20,6 +22,8 @@ Point = tuple[int, int, bool, float]
 Block = tuple[int, int, Point, Point, Point | None, Point | None]
 
 LEVELS = range(1, len(BLOCK_WIDTHS) + 1)
+_INF = math.inf
+_step = itemgetter(0)
 # The columns a block row sets, after tenant and run_id (the order of `rows`).
 COLUMNS = tuple(column.name for column in metric_buckets.columns)[2:]
 _FIRST = ("first_step", "first_ts", "first_nan", "first_value")
@@ -36,13 +40,29 @@ def _value(point: Point) -> float:
     return point[3]
 
 
-def _summary(index: int, points: list[Point]) -> Block:
-    """A block from its points in history order: min and max return the first of equal
-    values, so ties go to the earliest point."""
-    numbers = [p for p in points if not p[2] and math.isfinite(p[3])]
-    low = min(numbers, key=_value) if numbers else None
-    high = max(numbers, key=_value) if numbers else None
-    return index, len(points), points[0], points[-1], low, high
+def _first_level(points: list[Point], lows: list[float], highs: list[float]) -> list[Block]:
+    """The level-1 blocks of points in history order, with their values as candidates for the
+    lowest (`lows`: +inf for a non-number) and the highest (`highs`: -inf for one). No Python
+    call per point: a bisection finds each block's end, and min and max of a slice return its
+    first extreme and list.index its first position, so ties go to the earliest point."""
+    count, start = len(points), 0
+    found: list[Block] = []
+    while start < count:
+        index = points[start][0] >> BLOCK_SHIFT
+        end = bisect_left(points, (index + 1) << BLOCK_SHIFT, start, count, key=_step)
+        low, high = min(lows[start:end]), max(highs[start:end])
+        found.append(
+            (
+                index,
+                end - start,
+                points[start],
+                points[end - 1],
+                points[lows.index(low, start, end)] if low != _INF else None,
+                points[highs.index(high, start, end)] if high != -_INF else None,
+            )
+        )
+        start = end
+    return found
 
 
 def _merged(index: int, children: list[Block]) -> Block:
@@ -70,17 +90,22 @@ def rows(metrics: Sequence[MetricPoint]) -> list[tuple[Any, ...]]:
     """The blocks of a batch, one row per (key, level, block) in COLUMNS order, sorted by key,
     level and block (the order upserts lock them in, so that concurrent batches cannot
     deadlock)."""
-    by_key: dict[str, list[Point]] = {}
-    for key, value, step, timestamp in metrics:
-        nan = math.isnan(value)
-        by_key.setdefault(key, []).append((step, timestamp, nan, 0.0 if nan else value))
+    keys = {point[0] for point in metrics}
     found: list[tuple[Any, ...]] = []
-    for key in sorted(by_key):
-        points = sorted(by_key[key])
-        blocks = [
-            _summary(index, list(group))
-            for index, group in groupby(points, key=lambda p: p[0] >> BLOCK_SHIFT)
-        ]
+    for key in sorted(keys):
+        mine = metrics if len(keys) == 1 else [point for point in metrics if point[0] == key]
+        _, values, steps, timestamps = zip(*mine, strict=True)
+        if -_INF < sum(values) < _INF:  # no NaN, no infinity (the common case)
+            points = sorted(zip(steps, timestamps, repeat(False), values, strict=False))
+            lows = highs = [point[3] for point in points]
+        else:
+            points = sorted(
+                (step, timestamp, value != value, 0.0 if value != value else value)
+                for step, timestamp, value in zip(steps, timestamps, values, strict=True)
+            )
+            lows = [p[3] if not p[2] and -_INF < p[3] < _INF else _INF for p in points]
+            highs = [-_INF if value == _INF else value for value in lows]
+        blocks = _first_level(points, lows, highs)
         for level in LEVELS:
             if level > 1:
                 blocks = [

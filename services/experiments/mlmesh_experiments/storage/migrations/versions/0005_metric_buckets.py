@@ -1,7 +1,8 @@
 """metric_buckets: every metric history pre-aggregated in aligned blocks of 16**L steps
 (L = 1..8), each with its count, first and last point and lowest and highest number, so that a
-chart of a long history reads blocks instead of every point. Existing histories are backfilled:
-level 1 from the points, each level above from the one below.
+chart of a long history reads blocks instead of every point. Existing histories are backfilled
+through the same merge as logged points (mlmesh_experiments.storage.blocks), a chunk of points at
+a time in any order: the merge is order-free, so memory stays bounded whatever the histories.
 
 Revision ID: 0005
 Revises: 0004
@@ -10,17 +11,20 @@ Create Date: 2026-12-01 19:30:00
 
 from __future__ import annotations
 
+import math
+
 import sqlalchemy as sa
 from alembic import op
+
+from mlmesh_experiments.storage import blocks
 
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
 
-LEVELS = range(1, 9)
-SHIFT = 4  # a block of level L holds 16 blocks of level L - 1
-LARGEST = 1.7976931348623157e308  # finite numbers lie in [-LARGEST, LARGEST]
+# Points per backfill chunk.
+CHUNK = 50_000
 PICKS = {
     "first": ("step", "ts", "nan", "value"),
     "last": ("step", "ts", "nan", "value"),
@@ -55,96 +59,28 @@ def upgrade() -> None:
         *_columns(),
         sa.PrimaryKeyConstraint("run_id", "key", "level", "block"),
     )
-    history = sa.table(
-        "metric_history",
-        *(sa.column(name) for name in ("tenant", "run_id", "key", "step", "timestamp")),
-        sa.column("value"),
-        sa.column("is_nan"),
+    names = ("tenant", "run_id", *blocks.COLUMNS)
+    upsert = sa.text(
+        f"INSERT INTO metric_buckets ({', '.join(names)})"
+        f" VALUES ({', '.join(':' + name for name in names)}) {blocks.MERGE}"
     )
-    buckets = sa.table(
-        "metric_buckets",
-        *(sa.column(name) for name in ("tenant", "run_id", "key", "level", "block", "count")),
-        *(sa.column(f"{pick}_{part}") for pick, parts in PICKS.items() for part in parts),
+    everything = sa.text(
+        'SELECT tenant, run_id, key, step, "timestamp", value, is_nan FROM metric_history'
     )
-    h = history.c
-    number = sa.and_(sa.not_(h.is_nan), h.value.between(-LARGEST, LARGEST))
-    point = {"step": h.step, "ts": h.timestamp, "nan": h.is_nan, "value": h.value}
-    # The points as blocks of one point each (index: the step).
-    source = sa.select(
-        h.tenant,
-        h.run_id,
-        h.key,
-        h.step.label("index"),
-        sa.literal(1).label("count"),
-        *(
-            (point[part] if pick in ("first", "last") else sa.case((number, point[part]))).label(
-                f"{pick}_{part}"
-            )
-            for pick, parts in PICKS.items()
-            for part in parts
-        ),
-    ).subquery()
-    bind = op.get_bind()
-    for level in LEVELS:
-        bind.execute(_merge_level(buckets, source, level))
-        b = buckets.c
-        source = (
-            sa.select(
-                b.tenant,
-                b.run_id,
-                b.key,
-                b.block.label("index"),
-                b.count,
-                *(b[f"{pick}_{part}"] for pick, parts in PICKS.items() for part in parts),
-            )
-            .where(b.level == level)
-            .subquery()
-        )
-
-
-def _merge_level(buckets: sa.TableClause, source: sa.Subquery, level: int):
-    """INSERT the blocks of `level` from `source`'s blocks one level below (or points)."""
-    s = source.c
-    parent = s.index.op(">>")(SHIFT).label("parent")
-    group = (s.tenant, s.run_id, s.key, parent)
-
-    def rank(*order):
-        return sa.func.row_number().over(partition_by=group, order_by=order)
-
-    def of(pick: str) -> list:
-        return [s[f"{pick}_{part}"] for part in PICKS[pick]]
-
-    ranked = sa.select(
-        source,
-        parent,
-        rank(*of("first")).label("is_first"),
-        rank(*(column.desc() for column in of("last"))).label("is_last"),
-        rank(s.low_value.asc().nulls_last(), s.low_step, s.low_ts).label("is_low"),
-        rank(s.high_value.desc().nulls_last(), s.high_step, s.high_ts).label("is_high"),
-    ).subquery()
-    r = ranked.c
-
-    def picked(pick: str, part: str):
-        column = r[f"{pick}_{part}"]
-        if part == "nan":
-            column = sa.cast(column, sa.Integer)
-        chosen = sa.func.max(sa.case((r[f"is_{pick}"] == 1, column)))
-        return chosen == 1 if part == "nan" else chosen
-
-    rows = sa.select(
-        r.tenant,
-        r.run_id,
-        r.key,
-        sa.literal(level),
-        r.parent,
-        sa.func.sum(r.count),
-        *(picked(pick, part) for pick, parts in PICKS.items() for part in parts),
-    ).group_by(r.tenant, r.run_id, r.key, r.parent)
-    return sa.insert(buckets).from_select(
-        ["tenant", "run_id", "key", "level", "block", "count"]
-        + [f"{pick}_{part}" for pick, parts in PICKS.items() for part in parts],
-        rows,
+    points = op.get_bind().execute(
+        everything.execution_options(stream_results=True, yield_per=CHUNK)
     )
+    for chunk in points.partitions():
+        by_run: dict[tuple[str, str], list[tuple]] = {}
+        for tenant, run_id, key, step, timestamp, value, is_nan in chunk:
+            point = (key, math.nan if is_nan else value, step, timestamp)
+            by_run.setdefault((tenant, run_id), []).append(point)
+        rows = [
+            dict(zip(names, (tenant, run_id, *row), strict=True))
+            for (tenant, run_id), logged in by_run.items()
+            for row in blocks.rows(logged)
+        ]
+        op.get_bind().execute(upsert, rows)
 
 
 def downgrade() -> None:
