@@ -11,7 +11,7 @@ SERVICES := services/common services/tracking services/experiments services/trai
 PYTEST_ARGS ?=
 SITE_PACKAGES = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: setup install protos ui ui-dev run demo test bench lint lint-python lint-protos constraints clean k8s-validate
+.PHONY: setup install protos ui ui-dev run demo test bench lint lint-python lint-protos lint-ui constraints clean k8s-validate
 
 setup: install protos ui
 
@@ -79,11 +79,15 @@ bench: setup
 	$(PY) -m bench.statistics
 	$(PY) -m bench.ui
 
-lint: lint-python lint-protos
+lint: lint-python lint-protos lint-ui
 
 lint-python: install
 	$(BIN)/ruff check services tests tools gateway bench
 	$(BIN)/ruff format --check services tests tools gateway bench
+
+# ESLint (ui/eslint.config.js: typescript-eslint, type-aware) over the UI and its browser tests.
+lint-ui: ui/node_modules/.package-lock.json
+	cd ui && npx eslint --max-warnings=0 .
 
 .tools/node_modules/.bin/buf:
 	npm install --silent --prefix .tools @bufbuild/buf@1

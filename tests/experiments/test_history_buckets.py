@@ -165,7 +165,7 @@ async def test_the_pyramid_answers_as_a_full_scan_of_random_histories(request, b
     service, run_id = await logged_run(store, tmp_path)
     values = [0.25, 0.5, -1.0, math.nan, math.inf, -math.inf]
     logged: list[MetricPoint] = []
-    for batch in range(12):
+    for _ in range(12):
         low = rng.randrange(-300_000, 200_000)
         metrics = [
             MetricPoint(
@@ -194,7 +194,10 @@ async def test_the_pyramid_answers_as_a_full_scan_of_random_histories(request, b
             (p.step, p.timestamp, math.isnan(p.value), 0.0 if math.isnan(p.value) else p.value)
             for p in points
         ] == expected, (key, start, end, max_points)
-        if total > max_points and history.block_width(expected[0][0], expected[-1][0], max_points) > 1:
+        if (
+            total > max_points
+            and history.block_width(expected[0][0], expected[-1][0], max_points) > 1
+        ):
             blocked += 1
     assert blocked > 20  # most reads went through the pyramid
     await store.close()

@@ -18,6 +18,10 @@ from tests.helpers.browser import RESULTS, built_ui, run_browser
 from tests.helpers.gateway import start_gateway
 from tests.helpers.rest import Client
 
+# The live run's "equity": 3,000 points, one a second from this instant (epoch ms).
+EQUITY_POINTS = 3000
+EQUITY_START_MS = 1_700_000_000_000
+
 
 @pytest.fixture(scope="module")
 def ui_gateway(registry_process, tmp_path_factory):
@@ -108,11 +112,30 @@ def seed(api: Client, prefix: str) -> dict:
         json={"metrics": [{"key": "loss", "value": 1 / (s + 1), "step": s} for s in range(200)]},
     )
     assert batch.status_code == 200, batch.text
+    # A longer history with wall-clock timestamps one second apart, for the time-axis zoom.
+    for first in range(0, EQUITY_POINTS, 1000):
+        batch = api(
+            "POST",
+            f"/api/v1/experiments/runs/{live['id']}/log-batch",
+            json={
+                "metrics": [
+                    {
+                        "key": "equity",
+                        "value": math.sin(s / 50),
+                        "step": s,
+                        "timestamp": EQUITY_START_MS + 1000 * s,
+                    }
+                    for s in range(first, first + 1000)
+                ]
+            },
+        )
+        assert batch.status_code == 200, batch.text
     return {
         "experiment": experiment["id"],
         "other": other["id"],
         "runs": runs,
         "liveRun": live["id"],
+        "equityStartMs": EQUITY_START_MS,
     }
 
 

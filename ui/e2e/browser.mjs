@@ -26,7 +26,7 @@ async function canvasInk(page, selector) {
     const { data: pixels } = context.getImageData(0, 0, canvas.width, canvas.height);
     let ink = 0;
     for (let i = 0; i < pixels.length; i += 4) {
-      const [r, g, b, a] = [pixels[i], pixels[i + 1], pixels[i + 2], pixels[i + 3]];
+      const [r, b, a] = [pixels[i], pixels[i + 2], pixels[i + 3]];
       // The first series' stroke is blue (#1f77b4): count strongly blue pixels only.
       if (a > 0 && b > 120 && b - r > 60) ink += 1;
     }
@@ -201,6 +201,28 @@ step("zoom re-queries the step range; a RUNNING run refreshes and keeps zoom and
   const [low, high] = new URL(page.url()).searchParams.get("zoom").split(",").map(Number);
   assert.ok(low > 50 && low < 100 && high > 130 && high < 170, `zoom ${low}..${high}`);
   await page.screenshot({ path: `${RESULTS}/zoomed.png`, fullPage: true });
+});
+
+step("a time zoom re-queries the steps it covers at full resolution", async (page) => {
+  // Seconds 1000..1100 of the equity history (one point a second): steps 1000..1100, which
+  // the 1,000-point overview of 3,000 points only draws a few of.
+  const start = data.equityStartMs / 1000;
+  const window = [start + 1000, start + 1100];
+  const zoomed = page.waitForRequest(
+    (r) => r.url().includes("/metrics/equity/history") && r.url().includes("start_step="),
+  );
+  await page.goto(`${BASE}/runs/${data.liveRun}?charts=equity&x=time&zoom=${window.join(",")}`);
+  const query = new URL((await zoomed).url()).searchParams;
+  const [low, high] = [Number(query.get("start_step")), Number(query.get("end_step"))];
+  // The window's steps, widened at most to the overview's neighbouring points (a bucket of 12).
+  assert.ok(low <= 1000 && low >= 985 && high >= 1100 && high <= 1115, `steps ${low}..${high}`);
+  await page.waitForFunction(
+    (count) => Number(document.querySelector('figure[data-chart="equity"]')?.dataset.points) === count,
+    high - low + 1,
+  );
+  const chart = page.locator('figure[data-chart="equity"]');
+  assert.equal(Number(await chart.getAttribute("data-x-min")), window[0]);
+  assert.equal(Number(await chart.getAttribute("data-x-max")), window[1]);
 });
 
 step("compare three runs: best values, only differing, deep-link reload", async (page) => {

@@ -3,6 +3,7 @@ import { useState, type FormEvent } from "react";
 import { BrowserRouter, NavLink, Route, Routes } from "react-router-dom";
 import { loadCredentials, setCredentials, type Credentials } from "./api/client";
 import { NAV, ROUTES } from "./routes";
+import { field } from "./lib/text";
 
 const queries = new QueryClient({
   defaultOptions: { queries: { retry: 1, refetchOnWindowFocus: false, staleTime: 2000 } },
@@ -17,13 +18,13 @@ function Session() {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
     const next = {
-      tenant: String(form.get("tenant") ?? "").trim(),
-      token: String(form.get("token") ?? "").trim(),
+      tenant: field(form, "tenant"),
+      token: field(form, "token"),
     };
     setCredentials(next);
     setCurrent(next);
     // Nothing cached for one tenant may show for another.
-    client.resetQueries();
+    void client.resetQueries();
   };
   return (
     <form className="session" onSubmit={apply} aria-label="session">

@@ -3,6 +3,7 @@
 import { api, unwrap } from "./client";
 import { parsePoints, type Point } from "../lib/series";
 import { toNumber } from "../lib/compare";
+import { text } from "../lib/text";
 
 export interface RunDetail {
   id: string;
@@ -58,6 +59,25 @@ function rangeQuery(range: [number, number] | null) {
     : {};
 }
 
+/** A metric's history from either API: both take the same query and answer the same shape. */
+function historyLoader(
+  path:
+    | "/api/v1/experiments/runs/{run_id}/metrics/{key}/history"
+    | "/api/v1/tracking/runs/{run_id}/metrics/{key}/history",
+): RunSource["history"] {
+  return async (id, key, maxPoints, range) => {
+    const response = await unwrap(
+      api.GET(path, {
+        params: {
+          path: { run_id: id, key },
+          query: { max_points: maxPoints, ...rangeQuery(range) },
+        },
+      }),
+    );
+    return { points: parsePoints(response.points), total: Number(response.total_points ?? 0) };
+  };
+}
+
 /** Epoch milliseconds of an RFC 3339 timestamp or of an int64 of milliseconds (proto3 JSON
  * prints those as strings of digits); null when unset. */
 export function epoch(value: string | number | null | undefined): number | null {
@@ -94,7 +114,7 @@ function diffs(
         key,
         {
           values: Object.fromEntries(
-            Object.entries(entry.values ?? {}).map(([id, v]) => [id, v == null ? null : String(v)]),
+            Object.entries(entry.values ?? {}).map(([id, v]) => [id, v == null ? null : text(v)]),
           ),
           varies: Boolean(entry.varies),
         },
@@ -115,8 +135,8 @@ export const experimentsSource: RunSource = {
       id: run.id ?? id,
       name: run.name ?? "",
       status: String(run.status ?? ""),
-      startTime: epoch(run.start_time as string | undefined),
-      endTime: epoch(run.end_time as string | undefined),
+      startTime: epoch(run.start_time),
+      endTime: epoch(run.end_time),
       experimentId: run.experiment_id ?? "",
       artifactUri: run.artifact_uri ?? "",
       params: run.params ?? {},
@@ -124,17 +144,7 @@ export const experimentsSource: RunSource = {
       metrics: numbers(run.metrics),
     };
   },
-  async history(id, key, maxPoints, range) {
-    const response = await unwrap(
-      api.GET("/api/v1/experiments/runs/{run_id}/metrics/{key}/history", {
-        params: {
-          path: { run_id: id, key },
-          query: { max_points: maxPoints, ...rangeQuery(range) },
-        },
-      }),
-    );
-    return { points: parsePoints(response.points), total: Number(response.total_points ?? 0) };
-  },
+  history: historyLoader("/api/v1/experiments/runs/{run_id}/metrics/{key}/history"),
   async compare(ids) {
     const response = await unwrap(
       api.POST("/api/v1/experiments/runs/compare", { body: { run_ids: ids } }),
@@ -158,7 +168,7 @@ export const trackingSource: RunSource = {
       id: run.run_id ?? id,
       name: run.run_name ?? "",
       status: String(run.status ?? ""),
-      startTime: epoch(run.start_time as string | undefined),
+      startTime: epoch(run.start_time),
       endTime: epoch(run.end_time as string | undefined),
       experimentId: "",
       artifactUri: run.artifact_uri ?? "",
@@ -167,27 +177,14 @@ export const trackingSource: RunSource = {
       metrics: numbers(run.metrics),
     };
   },
-  async history(id, key, maxPoints, range) {
-    const response = await unwrap(
-      api.GET("/api/v1/tracking/runs/{run_id}/metrics/{key}/history", {
-        params: {
-          path: { run_id: id, key },
-          query: { max_points: maxPoints, ...rangeQuery(range) },
-        },
-      }),
-    );
-    return {
-      points: parsePoints(response.points),
-      total: Number((response as { total_points?: number }).total_points ?? 0),
-    };
-  },
+  history: historyLoader("/api/v1/tracking/runs/{run_id}/metrics/{key}/history"),
   async compare(ids) {
     const response = await unwrap(
       api.POST("/api/v1/tracking/runs/compare", { body: { run_ids: ids } }),
     );
     return {
       runs: (response.runs ?? []).map((r) => ({ id: r.run_id ?? "", name: r.run_name ?? "" })),
-      ...diffs(response.metric_diff as Record<string, DiffEntry>, response.param_diff),
+      ...diffs(response.metric_diff, response.param_diff),
     };
   },
 };

@@ -116,6 +116,7 @@ export function HistoryChart({
       plot.current = null;
     };
     // Recreated on a new shape only; new data goes through setData below (the zoom stays).
+    // eslint-disable-next-line react-hooks/exhaustive-deps -- the shape stands for its parts
   }, [shape, height]);
 
   useEffect(() => {

@@ -1,9 +1,10 @@
 // Metric-history charts with their settings in the URL: x axis (step or time), log scale,
-// smoothing and zoom. A zoom on steps re-queries that step range at full resolution.
+// smoothing and zoom. A zoom re-queries its range at full resolution: a step range as it is, a
+// time range as the steps it covers in each run's history (series.timeToSteps).
 import { keepPreviousData, useQueries } from "@tanstack/react-query";
 import { MAX_POINTS, type RunSource } from "../api/sources";
 import { readBool, readRange, useUrlState } from "../lib/url";
-import type { Point } from "../lib/series";
+import { timeToSteps, type Point } from "../lib/series";
 import { ErrorBox } from "./States";
 import { HistoryChart, type ChartSettings } from "./HistoryChart";
 
@@ -73,16 +74,29 @@ export function MetricCharts({
 }) {
   const [, update] = useUrlState();
   const [settings, zoom] = useChartSettings();
-  // Steps are what the API can range over; a zoom on time stays in the browser.
-  const range = settings.axis === "step" ? zoom : null;
   const pairs = keys.flatMap((key) => runs.map((run) => ({ key, run })));
+  const history = (id: string, key: string, range: [number, number] | null) => ({
+    queryKey: [source.key, "history", id, key, range],
+    queryFn: () => source.history(id, key, MAX_POINTS, range),
+    refetchInterval: live ? 5000 : (false as const),
+    // While a zoom re-queries, the previous points stay drawn.
+    placeholderData: keepPreviousData,
+  });
+  // The API ranges over steps: a time zoom goes by each run's whole history (the same query
+  // as the unzoomed chart's, usually cached) to find the steps it covers.
+  const timeZoom = settings.axis === "time" ? zoom : null;
+  const overviews = useQueries({
+    queries: pairs.map(({ key, run }) => ({ ...history(run.id, key, null), enabled: !!timeZoom })),
+  });
+  const ranges = pairs.map((_, i) => {
+    if (!timeZoom) return zoom;
+    const points = overviews[i].data?.points;
+    return points ? timeToSteps(points, timeZoom) : null;
+  });
   const results = useQueries({
-    queries: pairs.map(({ key, run }) => ({
-      queryKey: [source.key, "history", run.id, key, range],
-      queryFn: () => source.history(run.id, key, MAX_POINTS, range),
-      refetchInterval: live ? 5000 : (false as const),
-      // While a zoom re-queries, the previous points stay drawn.
-      placeholderData: keepPreviousData,
+    queries: pairs.map(({ key, run }, i) => ({
+      ...history(run.id, key, ranges[i]),
+      enabled: !timeZoom || overviews[i].data !== undefined,
     })),
   });
   const onZoom = (next: [number, number] | null) =>

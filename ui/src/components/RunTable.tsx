@@ -6,6 +6,7 @@ import { availableColumns, cell, formatValue, parseColumn, type RunLike } from "
 import { MAX_COMPARE } from "../lib/compare";
 import { readBool, readList, useUrlState } from "../lib/url";
 import { VirtualTable, type TableColumn } from "./VirtualTable";
+import { errorMessage } from "../lib/text";
 
 // Without `cols` in the URL: the first metrics, by name.
 const DEFAULT_METRIC_COLUMNS = 5;
@@ -157,7 +158,7 @@ export function FilterBox({ error }: { error: unknown }) {
       />
       {error ? (
         <div className="error filter-error" role="alert" data-testid="filter-error">
-          {error instanceof Error ? error.message : String(error)}
+          {errorMessage(error)}
         </div>
       ) : null}
     </div>

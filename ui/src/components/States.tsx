@@ -1,10 +1,11 @@
 import type { ReactNode } from "react";
 import { ApiError } from "../api/client";
+import { errorMessage, text } from "../lib/text";
 
 /** An API error as the google.rpc.Status message the gateway answered. */
 export function ErrorBox({ error }: { error: unknown }) {
   if (!error) return null;
-  const message = error instanceof Error ? error.message : String(error);
+  const message = errorMessage(error);
   const status = error instanceof ApiError ? error.status : 0;
   return (
     <div className="error" role="alert" data-status={status}>
@@ -46,7 +47,7 @@ export function KeyValues({ values }: { values: Record<string, unknown> | undefi
         {entries.map(([key, value]) => (
           <tr key={key}>
             <th>{key}</th>
-            <td>{typeof value === "object" ? JSON.stringify(value) : String(value)}</td>
+            <td>{text(value)}</td>
           </tr>
         ))}
       </tbody>

@@ -1,4 +1,5 @@
 // Run-table columns: "metrics.sharpe", "params.lr", "tags.model" (as in the filter language).
+import { text } from "./text";
 
 export type Kind = "metrics" | "params" | "tags";
 
@@ -60,5 +61,5 @@ export function formatValue(value: unknown): string {
     const abs = Math.abs(value);
     return abs !== 0 && (abs < 1e-3 || abs >= 1e6) ? value.toExponential(4) : value.toPrecision(6);
   }
-  return String(value);
+  return text(value);
 }

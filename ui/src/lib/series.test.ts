@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { align, parsePoints, smooth, stepRange } from "./series";
+import { align, parsePoints, smooth, timeToSteps } from "./series";
 
 describe("series", () => {
   it("parses int64 strings and NaN", () => {
@@ -32,10 +32,17 @@ describe("series", () => {
     ]);
   });
 
-  it("maps a zoom to the step range it covers", () => {
-    const points = [0, 1, 2, 3].map((i) => ({ step: i * 10, value: i, timestamp: 1000 * i }));
-    expect(stepRange(points, "step", [4.2, 21.7])).toEqual([4, 22]);
-    expect(stepRange(points, "time", [0.5, 2.5])).toEqual([10, 20]);
-    expect(stepRange(points, "time", [10, 20])).toBeNull();
+  it("maps a time zoom to the steps that hold every point of the window", () => {
+    // Drawn points every 10 steps, one second apart: the logged points between them are
+    // not drawn, so the range reaches the drawn neighbours outside the window.
+    const points = [0, 1, 2, 3, 4].map((i) => ({ step: i * 10, value: i, timestamp: 1000 * i }));
+    expect(timeToSteps(points, [1.5, 2.5])).toEqual([10, 30]);
+    expect(timeToSteps(points, [1, 3])).toEqual([0, 40]);
+    // Nothing drawn inside: still the steps between the neighbours.
+    expect(timeToSteps(points, [1.2, 1.8])).toEqual([10, 20]);
+    // Open at either end of the history.
+    expect(timeToSteps(points, [-5, 0.5])).toEqual([0, 10]);
+    expect(timeToSteps(points, [3.5, 99])).toEqual([30, 40]);
+    expect(timeToSteps([], [0, 1])).toBeNull();
   });
 });

@@ -37,18 +37,30 @@ export function xOf(point: Point, axis: "step" | "time"): number {
   return axis === "step" ? point.step : point.timestamp / 1000;
 }
 
-/** The step range a zoom on the x axis covers (for re-querying it at full resolution). */
-export function stepRange(
-  points: Point[],
-  axis: "step" | "time",
-  range: [number, number],
-): [number, number] | null {
-  if (axis === "step") return [Math.floor(range[0]), Math.ceil(range[1])];
-  const steps = points
-    .filter((p) => xOf(p, axis) >= range[0] && xOf(p, axis) <= range[1])
-    .map((p) => p.step);
-  if (steps.length === 0) return null;
-  return [Math.min(...steps), Math.max(...steps)];
+/** The step range to re-query for a zoom on the time axis (seconds), from the points drawn
+ * before it: the steps of the points inside the window, widened to the last point before it
+ * and the first after it, so that the range holds every logged point of the window even where
+ * the drawn points are a downsampled few. The API ranges over steps only (its pyramid of
+ * buckets is by step), and steps grow with time in a history. Null without points to go by. */
+export function timeToSteps(points: Point[], range: [number, number]): [number, number] | null {
+  let low = Infinity;
+  let high = -Infinity;
+  let before: Point | null = null;
+  let after: Point | null = null;
+  for (const point of points) {
+    const time = xOf(point, "time");
+    if (time < range[0]) {
+      if (!before || time > xOf(before, "time")) before = point;
+    } else if (time > range[1]) {
+      if (!after || time < xOf(after, "time")) after = point;
+    } else {
+      low = Math.min(low, point.step);
+      high = Math.max(high, point.step);
+    }
+  }
+  if (before) low = Math.min(low, before.step);
+  if (after) high = Math.max(high, after.step);
+  return low <= high ? [low, high] : null;
 }
 
 /** Aligns several series on the union of their x values (uPlot wants one x array); missing
@@ -57,7 +69,7 @@ export function align(series: { x: number[]; y: number[] }[]): (number | null)[]
   const xs = Array.from(new Set(series.flatMap((s) => s.x))).sort((a, b) => a - b);
   const index = new Map(xs.map((x, i) => [x, i]));
   const columns = series.map((s) => {
-    const column: (number | null)[] = new Array(xs.length).fill(null);
+    const column = new Array<number | null>(xs.length).fill(null);
     s.x.forEach((x, i) => {
       column[index.get(x)!] = Number.isFinite(s.y[i]) ? s.y[i] : null;
     });

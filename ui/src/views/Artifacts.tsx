@@ -72,7 +72,7 @@ export function Artifacts({ runId }: { runId: string }) {
                 <td>{a.is_dir ? "" : `${Number(a.size_bytes ?? 0).toLocaleString()} B`}</td>
                 <td>
                   {!a.is_dir && (
-                    <button type="button" onClick={() => download(a.path ?? "")}>
+                    <button type="button" onClick={() => void download(a.path ?? "")}>
                       download
                     </button>
                   )}

@@ -9,6 +9,7 @@ import { VirtualTable, type TableColumn } from "../components/VirtualTable";
 import { formatValue } from "../lib/columns";
 import { MAX_COMPARE, MIN_COMPARE, metricRows } from "../lib/compare";
 import { readBool, readInt, readList, useUrlState } from "../lib/url";
+import { field } from "../lib/text";
 
 const PAGE = 50;
 
@@ -194,7 +195,7 @@ function CreateExperiment() {
   const submit = (event: FormEvent<HTMLFormElement>) => {
     event.preventDefault();
     const form = new FormData(event.currentTarget);
-    const value = (key: string) => String(form.get(key) ?? "").trim() || undefined;
+    const value = (key: string) => field(form, key) || undefined;
     create.mutate({ name: value("name"), strategy_id: value("strategy_id"), description: value("description") });
   };
   return (

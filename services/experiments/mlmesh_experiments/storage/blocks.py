@@ -5,8 +5,8 @@ and the stored blocks read back as the points that a downsampled history needs."
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from bisect import bisect_left
+from collections.abc import Iterable, Sequence
 from itertools import groupby, repeat
 from operator import itemgetter
 from typing import Any

@@ -125,7 +125,6 @@ metric_history = Table(
 )
 
 
-
 # Each metric's history pre-aggregated in aligned blocks of steps, at every width of
 # mlmesh_common.history.BLOCK_WIDTHS (level L: blocks of 16**L steps, block = step >> 4L):
 # how many points a block holds, its first and last point in history order (step, timestamp,
