@@ -17,6 +17,7 @@ from sqlalchemy import text
 from mlmesh_common import history
 from mlmesh_common.artifacts import LocalArtifactStore
 from mlmesh_common.db import create_engine
+from mlmesh_common.errors import InvalidArgument
 from mlmesh_experiments.entities import MetricPoint
 from mlmesh_experiments.service import ExperimentsService
 from mlmesh_experiments.storage.base import HistoryQuery
@@ -200,4 +201,26 @@ async def test_the_pyramid_answers_as_a_full_scan_of_random_histories(request, b
         ):
             blocked += 1
     assert blocked > 20  # most reads went through the pyramid
+    await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_refused_batch_leaves_no_blocks(request, backend, tmp_path):
+    """The blocks are written in the batch's transaction: a batch refused for a param conflict
+    (checked last, after the metrics went in) leaves neither points nor blocks."""
+    engine = create_engine(backend_url(request, backend, tmp_path, "refused"))
+    await migrate(engine)
+    store = SqlExperimentStore(engine)
+    service, run_id = await logged_run(store, tmp_path)
+    await service.log_batch(TENANT, run_id, params=[("lr", "0.1")])
+    metrics = [MetricPoint("loss", 1 / (s + 1), s, 1 + s) for s in range(900)]
+    with pytest.raises(InvalidArgument):
+        await service.log_batch(TENANT, run_id, metrics=metrics, params=[("lr", "0.2")])
+    async with engine.connect() as conn:
+        for table in ("metric_buckets", "metric_history"):
+            assert await conn.scalar(text(f"SELECT count(*) FROM {table}")) == 0, table
+    await service.log_batch(TENANT, run_id, metrics=metrics)
+    async with engine.connect() as conn:
+        blocks = await conn.scalar(text("SELECT count(*) FROM metric_buckets"))
+    assert blocks == 57 + 4 + 6  # 900 steps: 57 blocks of 16, 4 of 256, one per level above
     await store.close()

@@ -7,6 +7,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect, text
 
+from mlmesh_common import history
 from mlmesh_common.artifacts import LocalArtifactStore
 from mlmesh_common.db import alembic_config, create_engine
 from mlmesh_experiments.entities import MetricPoint
@@ -111,3 +112,55 @@ async def test_run_details_survive_the_migrations(engine, tmp_path):
         assert (await conn.scalar(text("SELECT count(*) FROM metric_history"))) == 6
     await migrate(engine)
     assert "tenant" in (await columns(engine, "metric_history"))[0]
+
+
+async def test_the_block_pyramid_is_backfilled_and_dropped(engine, tmp_path):
+    """Revision 0005 builds metric_buckets from the histories already stored; the history
+    reads then answer from it exactly as from every point; a downgrade drops it and leaves the
+    points, and upgrading again rebuilds it."""
+    await migrate(engine, "0004")
+    service = ExperimentsService(SqlExperimentStore(engine), LocalArtifactStore(tmp_path))
+    experiment = await service.create_experiment("acme", {"name": "p"})
+    run = await service.create_run("acme", experiment.id)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO metric_history"
+                ' (tenant, run_id, key, step, "timestamp", value, is_nan)'
+                " VALUES ('acme', :run, 'loss', :step, :step, :value, :nan)"
+            ),
+            [
+                {"run": run.id, "step": s, "value": (s * 7919) % 1009 / 1009, "nan": s % 97 == 3}
+                for s in range(-2000, 6000)
+            ],
+        )
+
+    async def answers() -> list:
+        query = HistoryQuery(max_points=40, start_step=-1500, end_step=5500)
+        points, total = await service._store.metric_history("acme", run.id, "loss", query)
+        whole, _ = await service._store.metric_history(
+            "acme", run.id, "loss", HistoryQuery(start_step=-1500, end_step=5500)
+        )
+        assert total == len(whole) == 7001
+        expected = history.downsample(whole, 40, block=history.block_width(-1500, 5500, 40))
+        assert [(p.step, p.value) for p in points if p.value == p.value] == [
+            (p.step, p.value) for p in expected if p.value == p.value
+        ]
+        return points
+
+    await migrate(engine)
+    async with engine.connect() as conn:
+        assert await conn.scalar(text("SELECT count(*) FROM metric_buckets")) > 0
+    before = await answers()
+    await downgrade(engine, "0004")
+    async with engine.connect() as conn:
+
+        def tables(sync_conn) -> list[str]:
+            return inspect(sync_conn).get_table_names()
+
+        assert "metric_buckets" not in await conn.run_sync(tables)
+        assert await conn.scalar(text("SELECT count(*) FROM metric_history")) == 8000
+    await migrate(engine)
+    assert [(p.step, p.timestamp) for p in await answers()] == [
+        (p.step, p.timestamp) for p in before
+    ]
