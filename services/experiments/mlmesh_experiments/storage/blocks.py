@@ -177,21 +177,75 @@ def pg_upsert(tenant: str, run_id: str, first: int) -> str:
     )
 
 
-def points(records: Iterable[Any]) -> set[Point]:
-    """The points the stored blocks `records` pick (first, last, lowest, highest), as
-    (step, timestamp, is_nan, value); each once."""
-    picked: set[Point] = set()
-    for row in records:
-        picked.add((row.first_step, row.first_ts, bool(row.first_nan), row.first_value))
-        picked.add((row.last_step, row.last_ts, bool(row.last_nan), row.last_value))
-        if row.low_value is not None:
-            picked.add((row.low_step, row.low_ts, False, row.low_value))
-        if row.high_value is not None:
-            picked.add((row.high_step, row.high_ts, False, row.high_value))
-    return picked
+# The columns `stored` reads, in its order.
+STORED = ("block", "count", *_FIRST, *_LAST, *_LOW, *_HIGH)
 
 
-def history_points(picked: Iterable[Point]) -> list[HistoryPoint]:
+def stored(row: Sequence[Any]) -> Block:
+    """A block from metric_buckets' STORED columns."""
+    (
+        index,
+        count,
+        fs,
+        ft,
+        fn,
+        fv,
+        ls,
+        lt,
+        ln,
+        lv,
+        low_step,
+        low_ts,
+        low,
+        high_step,
+        high_ts,
+        high,
+    ) = row
+    return (
+        index,
+        count,
+        (fs, ft, bool(fn), fv),
+        (ls, lt, bool(ln), lv),
+        None if low is None else (low_step, low_ts, False, low),
+        None if high is None else (high_step, high_ts, False, high),
+    )
+
+
+def single(index: int, point: Point) -> Block:
+    """One point as a block of its own, `index` that of the block it lies in."""
+    number = point if not point[2] and -_INF < point[3] < _INF else None
+    return index, 1, point, point, number, number
+
+
+def bucketed(
+    blocks: Iterable[Block], first: int, last: int, count: int, width: int
+) -> list[HistoryPoint]:
+    """The first, last, lowest and highest point of each of `count` buckets over [first, last],
+    each block in the bucket of its first step in the range (mlmesh_common.history.downsample's
+    rule with `block=width`), in history order."""
+    span = last - first + 1
+    chosen: dict[int, list[Point | None]] = {}
+    for index, _, head, tail, low, high in blocks:
+        bucket = (max(first, index * width) - first) * count // span
+        picks = chosen.get(bucket)
+        if picks is None:
+            chosen[bucket] = [head, tail, low, high]
+            continue
+        if head < picks[0]:
+            picks[0] = head
+        if tail > picks[1]:
+            picks[1] = tail
+        kept = picks[2]
+        if low is not None and (
+            kept is None or (low[3], low[0], low[1]) < (kept[3], kept[0], kept[1])
+        ):
+            picks[2] = low
+        kept = picks[3]
+        if high is not None and (
+            kept is None or (-high[3], high[0], high[1]) < (-kept[3], kept[0], kept[1])
+        ):
+            picks[3] = high
+    picked = {point for picks in chosen.values() for point in picks if point is not None}
     return [
         HistoryPoint(step, timestamp, math.nan if is_nan else value)
         for step, timestamp, is_nan, value in sorted(picked)

@@ -245,7 +245,7 @@ _HISTORY_ENDS = select(
 )
 _B = metric_buckets.c
 # The stored blocks of one level between two block indexes.
-_BLOCKS = select(metric_buckets).where(
+_BLOCKS = select(*(metric_buckets.c[name] for name in blocks.STORED)).where(
     _B.run_id == bindparam("run_id"),
     _B.key == bindparam("key"),
     _B.tenant == bindparam("tenant"),
@@ -778,8 +778,7 @@ class SqlExperimentStore(ExperimentStore):
                 },
             )
         ).all()
-        total = sum(row.count for row in rows)
-        picked = blocks.points(rows)
+        found = [blocks.stored(row) for row in rows]
         for edge in sorted(edges - set(inner)):
             part = {
                 **where,
@@ -787,11 +786,13 @@ class SqlExperimentStore(ExperimentStore):
                 "end_step": min(end, (edge + 1) * width - 1),
             }
             for step, timestamp, value, is_nan in await conn.execute(_HISTORY_POINTS, part):
-                total += 1
-                picked.add((step, timestamp, bool(is_nan), value))
+                found.append(blocks.single(edge, (step, timestamp, bool(is_nan), value)))
+        total = sum(block[1] for block in found)
         if total <= query.max_points:
             return None
-        points = blocks.history_points(picked)
+        count = downsampling.buckets(query.max_points)
+        points = blocks.bucketed(found, first, last, count, width)
+        # Below 4 points the one bucket's extremes come first (the rule of downsample).
         return downsampling.downsample(points, query.max_points, block=width), total
 
     async def _pg_buckets(
