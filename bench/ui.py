@@ -163,6 +163,7 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
     chart = figures["chartDrawnMs"]
     payload = figures["historyTransferBytes"]
     block = history.block_width(0, sizes.points - 1, CHART_MAX_POINTS)
+    before_request = chart - figures["historyRequestMs"] - figures["chartFromResponseMs"]
 
     def verdict(value: float, goal: float) -> str:
         return "met" if value < goal else "not met"
@@ -200,6 +201,10 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
         f" the coarsest level that still spans `max_points` blocks ({sizes.points:,} steps:"
         f" blocks of {block} steps, about {sizes.points // block:,} rows) instead of every point,"
         " so its cost grows with the chart, not with the history.",
+        "- The rest of the chart's time is the page's own start before that request (the HTML,"
+        " the scripts, the run's request that names its metrics):"
+        f" {before_request:.0f} ms here, which grows with the machine's load as the first-rows"
+        " figure does.",
         END,
     ]
     return "\n".join(lines) + "\n"
