@@ -80,9 +80,9 @@ async def test_the_database_buckets_keep_the_spike(spiky):
     assert points[0].step == 0 and points[-1].step == N - 1
     whole, _ = await store.metric_history(TENANT, run_id, "spiky", HistoryQuery())
     assert len(whole) == N
-    # 1000 blocks of 256 steps at least: buckets of whole blocks.
-    assert history.block_width(0, N - 1, 1000) == 256
-    assert nan_aware(points) == nan_aware(history.downsample(whole, 1000, block=256))
+    # Two blocks of 1,024 steps per bucket at least: buckets of whole blocks.
+    assert history.block_width(0, N - 1, 1000) == 1024
+    assert nan_aware(points) == nan_aware(history.downsample(whole, 1000, block=1024))
 
 
 async def test_a_zoomed_range_at_full_resolution_then_bucketed(spiky):
@@ -98,7 +98,7 @@ async def test_a_zoomed_range_at_full_resolution_then_bucketed(spiky):
         TENANT, run_id, "spiky", HistoryQuery(start_step=SPIKE - 5000, end_step=SPIKE + 4999)
     )
     block = history.block_width(SPIKE - 5000, SPIKE + 4999, 100)
-    assert block == 16
+    assert block == 64
     assert nan_aware(points) == nan_aware(history.downsample(whole, 100, block=block))
 
 
@@ -222,5 +222,5 @@ async def test_a_refused_batch_leaves_no_blocks(request, backend, tmp_path):
     await service.log_batch(TENANT, run_id, metrics=metrics)
     async with engine.connect() as conn:
         blocks = await conn.scalar(text("SELECT count(*) FROM metric_buckets"))
-    assert blocks == 57 + 4 + 6  # 900 steps: 57 blocks of 16, 4 of 256, one per level above
+    assert blocks == 15 + 7  # 900 steps: 15 blocks of 64, then one per level above
     await store.close()

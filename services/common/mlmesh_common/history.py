@@ -8,8 +8,8 @@ in the database (`buckets` and `bucket_of` give the arithmetic both share).
 
 A store that keeps each metric's points pre-aggregated in aligned blocks of steps (the
 experiments registry: `BLOCK_WIDTHS`) buckets whole blocks instead of points once a range spans
-at least `max_points` of them (`block_width`): each block goes to the bucket of its first step
-in the range, so bucket edges move to block edges (by less than a quarter of a bucket), and
+at least two per bucket (`block_width`): each block goes to the bucket of its first step in
+the range, so bucket edges move to block edges (by less than half a bucket), and
 every point drawn is still a real point, each bucket's extremes included.
 """
 
@@ -25,10 +25,16 @@ T = TypeVar("T")
 
 # Points kept per bucket: first, min, max, last.
 PER_BUCKET = 4
-# Widths, in steps, of the aligned blocks a store may keep pre-aggregated: 16**1 .. 16**8
-# (blocks start at multiples of their width).
+# Widths, in steps, of the aligned blocks a store may keep pre-aggregated (blocks start at
+# multiples of their width): 64, then 16 times the one below, up to 2**34. No finer level: 64
+# steps is where the writes' cost stops mattering (a 1,000-point batch touches 16 blocks of 64
+# steps, 63 of 16), and a narrower range is cheap to bucket point by point.
+FIRST_BLOCK_SHIFT = 6
 BLOCK_SHIFT = 4
-BLOCK_WIDTHS = tuple(1 << (BLOCK_SHIFT * level) for level in range(1, 9))
+BLOCK_WIDTHS = tuple(1 << (FIRST_BLOCK_SHIFT + BLOCK_SHIFT * level) for level in range(8))
+# Blocks per bucket, at least, for buckets of whole blocks: their edges then move by less than
+# half a bucket, and a read takes between 2 and 32 blocks per bucket.
+BLOCKS_PER_BUCKET = 2
 
 
 def check_max_points(max_points: int) -> None:
@@ -65,10 +71,9 @@ def bucket_of(step: int, first_step: int, last_step: int, count: int) -> int:
 
 def block_width(first_step: int, last_step: int, max_points: int) -> int:
     """The widest of BLOCK_WIDTHS of which [first_step, last_step] spans at least
-    PER_BUCKET blocks per bucket (about `max_points` blocks); 1 (points, not blocks) when none
-    does."""
+    BLOCKS_PER_BUCKET blocks per bucket; 1 (points, not blocks) when none does."""
     span = last_step - first_step + 1
-    needed = PER_BUCKET * buckets(max_points)
+    needed = BLOCKS_PER_BUCKET * buckets(max_points)
     fitting = [width for width in BLOCK_WIDTHS if span >= width * needed]
     return fitting[-1] if fitting else 1
 

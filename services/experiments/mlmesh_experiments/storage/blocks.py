@@ -1,5 +1,5 @@
 """The metric_buckets pyramid: a batch's points aggregated into aligned blocks of steps at every
-level (blocks of 16, 256, ... 16**8 steps), the upsert that merges them into the stored blocks,
+level (blocks of 64, 1024, ... 2**34 steps), the upsert that merges them into the stored blocks,
 and the stored blocks read back as the points that a downsampled history needs."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from itertools import groupby, repeat
 from operator import itemgetter
 from typing import Any
 
-from mlmesh_common.history import BLOCK_SHIFT, BLOCK_WIDTHS
+from mlmesh_common.history import BLOCK_SHIFT, BLOCK_WIDTHS, FIRST_BLOCK_SHIFT
 from mlmesh_experiments.entities import HistoryPoint, MetricPoint
 from mlmesh_experiments.storage.models import metric_buckets
 
@@ -48,8 +48,8 @@ def _first_level(points: list[Point], lows: list[float], highs: list[float]) -> 
     count, start = len(points), 0
     found: list[Block] = []
     while start < count:
-        index = points[start][0] >> BLOCK_SHIFT
-        end = bisect_left(points, (index + 1) << BLOCK_SHIFT, start, count, key=_step)
+        index = points[start][0] >> FIRST_BLOCK_SHIFT
+        end = bisect_left(points, (index + 1) << FIRST_BLOCK_SHIFT, start, count, key=_step)
         low, high = min(lows[start:end]), max(highs[start:end])
         found.append(
             (

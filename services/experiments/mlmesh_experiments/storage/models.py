@@ -126,7 +126,8 @@ metric_history = Table(
 
 
 # Each metric's history pre-aggregated in aligned blocks of steps, at every width of
-# mlmesh_common.history.BLOCK_WIDTHS (level L: blocks of 16**L steps, block = step >> 4L):
+# mlmesh_common.history.BLOCK_WIDTHS (level L: blocks of 64 * 16**(L-1) steps, block = step
+# >> (2 + 4L)):
 # how many points a block holds, its first and last point in history order (step, timestamp,
 # is_nan, value), and its lowest and highest number (NULL when it holds none; NaN and
 # infinities never count), ties to the earliest. Maintained in the transaction of every history

@@ -1,5 +1,5 @@
-"""metric_buckets: every metric history pre-aggregated in aligned blocks of 16**L steps
-(L = 1..8), each with its count, first and last point and lowest and highest number, so that a
+"""metric_buckets: every metric history pre-aggregated in aligned blocks of 64 * 16**(L-1)
+steps (L = 1..8), each with its count, first and last point and lowest and highest number, so that a
 chart of a long history reads blocks instead of every point. Existing histories are backfilled
 through the same merge as logged points (mlmesh_experiments.storage.blocks), a chunk of points at
 a time in any order: the merge is order-free, so memory stays bounded whatever the histories.
