@@ -198,7 +198,8 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
         f" {figures['wholeHistoryBytes'] / 1e6:.1f} MB of JSON.",
         "- The history is logged through log-batch (1,000 points a request), so the registry"
         " keeps its block pyramid (`metric_buckets`) as it does in use; the chart's read takes"
-        f" the coarsest level that still spans `max_points` blocks ({sizes.points:,} steps:"
+        " the coarsest level that still spans two blocks per bucket"
+        f" ({sizes.points:,} steps:"
         f" blocks of {block} steps, about {sizes.points // block:,} rows) instead of every point,"
         " so its cost grows with the chart, not with the history.",
         "- The rest of the chart's time is the page's own start before that request (the HTML,"
