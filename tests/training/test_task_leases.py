@@ -132,6 +132,27 @@ async def test_a_graceful_stop_hands_the_task_over(store):
     await b.shutdown()
 
 
+async def test_a_draining_replica_claims_nothing(store):
+    """Between its SIGTERM and its stop a replica keeps its own tasks but claims no other: a
+    task it claimed then would only be handed over again when it stops."""
+    ledger = Ledger()
+    a = runner(store, "a", ledger, seconds=30)
+    draining = runner(store, "draining", ledger, seconds=0.1)
+    draining.stop_taking_over()
+    task = await a.submit("acme", "train", {}, ledger.work("a", 30))
+    await started(ledger, 1)
+    crash(a)
+    await asyncio.sleep(LEASE_S + 5 * SCAN_S)  # lapsed, and scanned several times since
+    assert await draining.take_over() == 0
+    lapsed = await store.get_task(task.id)
+    assert (lapsed.status, lapsed.owner, lapsed.attempt) == ("RUNNING", "a", 1)
+    b = runner(store, "b", ledger, seconds=0.1)
+    done = await settled(store, task.id)
+    assert (done.status, done.owner, done.attempt) == ("SUCCEEDED", "b", 2)
+    await draining.shutdown()
+    await b.shutdown()
+
+
 async def test_a_replica_that_lost_its_lease_stops_and_writes_nothing(store):
     ledger = Ledger()
     a = runner(store, "a", ledger, seconds=30)

@@ -363,12 +363,14 @@ async def serve(
     *,
     health_servicer: health.aio.HealthServicer | None = None,
     drain_delay_s: float = 0.0,
+    on_stopping: Callable[[], None] | None = None,
 ) -> None:
     """Starts `server` and returns after SIGTERM/SIGINT once in-flight calls have drained.
 
     With `health_servicer`, a SIGTERM first turns health NOT_SERVING and keeps serving for
     `drain_delay_s`, so that load balancers (the gateway's health checks, readiness probes)
-    stop sending new calls before the server stops taking them."""
+    stop sending new calls before the server stops taking them. `on_stopping` is called at
+    the signal, before that delay (e.g. to stop taking new background work)."""
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -377,6 +379,8 @@ async def serve(
     log.info("serving", service=service, port=port, pid=os.getpid())
     await stop.wait()
     log.info("shutting down", service=service, grace_s=grace_s, drain_delay_s=drain_delay_s)
+    if on_stopping is not None:
+        on_stopping()
     if health_servicer is not None:
         await health_servicer.enter_graceful_shutdown()
         if drain_delay_s > 0:

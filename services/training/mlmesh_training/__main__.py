@@ -104,6 +104,7 @@ async def _main(settings: TrainingSettings) -> bool:
                 "training",
                 health_servicer=health_servicer,
                 drain_delay_s=settings.drain_delay_s,
+                on_stopping=service.tasks.stop_taking_over,
             )
     finally:
         await service.tasks.shutdown()

@@ -86,6 +86,7 @@ class TaskRunner:
         self._held: dict[str, int] = {}
         self._lost: set[str] = set()
         self._stopping = False
+        self._taking_over = True
         self._resume: Resume | None = None
         self._loops: list[asyncio.Task] = []
 
@@ -263,13 +264,18 @@ class TaskRunner:
         if running is not None:
             running.cancel()
 
+    def stop_taking_over(self) -> None:
+        """No more claims from this replica (it is draining: a task claimed now would only be
+        handed over again at its stop); its own tasks run on."""
+        self._taking_over = False
+
     async def take_over(self) -> int:
         """Claims the tasks whose lease lapsed and runs them again; how many it claimed."""
-        if self._stopping or self._resume is None:
+        if self._stopping or not self._taking_over or self._resume is None:
             return 0
         claimed = 0
         for task in await self._store.lapsed_tasks(self._clock(), SCAN_LIMIT):
-            if task.id in self._running or self._stopping:
+            if task.id in self._running or self._stopping or not self._taking_over:
                 continue
             now = self._clock()
             until = now + int(self._leases.lease_s * 1000)
