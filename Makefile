@@ -85,8 +85,9 @@ lint-python: install
 	$(BIN)/ruff check services tests tools gateway bench
 	$(BIN)/ruff format --check services tests tools gateway bench
 
-# ESLint (ui/eslint.config.js: typescript-eslint, type-aware) over the UI and its browser tests.
-lint-ui: ui/node_modules/.package-lock.json
+# ESLint (ui/eslint.config.js: typescript-eslint, type-aware) over the UI and its browser tests;
+# type-aware rules need the API types generated from the OpenAPI document first (ui's build).
+lint-ui: ui/dist/index.html
 	cd ui && npx eslint --max-warnings=0 .
 
 .tools/node_modules/.bin/buf:
