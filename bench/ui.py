@@ -164,6 +164,7 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
     payload = figures["historyTransferBytes"]
     block = history.block_width(0, sizes.points - 1, CHART_MAX_POINTS)
     before_request = chart - figures["historyRequestMs"] - figures["chartFromResponseMs"]
+    t = figures["timeline"]
 
     def verdict(value: float, goal: float) -> str:
         return "met" if value < goal else "not met"
@@ -202,10 +203,15 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
         f" ({sizes.points:,} steps:"
         f" blocks of {block} steps, about {sizes.points // block:,} rows) instead of every point,"
         " so its cost grows with the chart, not with the history.",
-        "- The rest of the chart's time is the page's own start before that request (the HTML,"
-        " the scripts, the run's request that names its metrics):"
-        f" {before_request:.0f} ms here, which grows with the machine's load as the first-rows"
-        " figure does.",
+        "- The page's start, from the navigation's start (medians): the HTML in at"
+        f" {t['htmlEnd']} ms, the scripts in at {t['scriptsEnd']} ms and run by"
+        f" {t['domContentLoaded']} ms (DOMContentLoaded); the run's request at"
+        f" {t['runRequestStart']} to {t['runResponseEnd']} ms and the history's at"
+        f" {t['requestStart']} to {t['responseEnd']} ms, side by side (the app starts both from the"
+        " URL, `charts=` naming the chart, before it first renders); the chart drawn at"
+        f" {t['drawnAt']} ms. The {before_request:.0f} ms before the history's request are the"
+        " HTML and the scripts; after its answer, React renders the run page and uPlot draws."
+        " Every figure grows with the machine's load, as the first-rows figure does.",
         END,
     ]
     return "\n".join(lines) + "\n"

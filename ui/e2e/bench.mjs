@@ -63,10 +63,17 @@ try {
       return page.evaluate(
         ({ selector, key }) => {
           const figure = document.querySelector(selector);
-          const entry = performance
-            .getEntriesByType("resource")
-            .find((e) => e.name.includes(`/metrics/${key}/history`));
+          const resources = performance.getEntriesByType("resource");
+          const entry = resources.find((e) => e.name.includes(`/metrics/${key}/history`));
+          const run = resources.find((e) => /\/api\/v1\/experiments\/runs\/[^/]+$/.test(e.name));
+          const scripts = resources.filter((e) => e.initiatorType === "script" || e.name.endsWith(".js"));
+          const nav = performance.getEntriesByType("navigation")[0];
           return {
+            htmlEnd: nav.responseEnd,
+            scriptsEnd: Math.max(0, ...scripts.map((e) => e.responseEnd)),
+            domContentLoaded: nav.domContentLoadedEventEnd,
+            runRequestStart: run?.startTime ?? Number.NaN,
+            runResponseEnd: run?.responseEnd ?? Number.NaN,
             drawnAt: Number(figure.dataset.drawnAt),
             points: Number(figure.dataset.points),
             requestStart: entry.startTime,
@@ -88,6 +95,13 @@ try {
       chartDrawnMs: median(charts.map((c) => c.drawnAt)),
       chartFromResponseMs: median(charts.map((c) => c.drawnAt - c.responseEnd)),
       historyRequestMs: median(charts.map((c) => c.responseEnd - c.requestStart)),
+      // The page's start: HTML in, scripts in, DOMContentLoaded, the run's and the history's
+      // requests started and answered (ms from the navigation's start, medians).
+      timeline: Object.fromEntries(
+        ["htmlEnd", "scriptsEnd", "domContentLoaded", "runRequestStart", "runResponseEnd", "requestStart", "responseEnd", "drawnAt"].map(
+          (name) => [name, Math.round(median(charts.map((c) => c[name])))],
+        ),
+      ),
       chartPoints: charts[0].points,
       historyTransferBytes: charts[0].transferSize,
       historyBodyBytes: charts[0].bodySize,

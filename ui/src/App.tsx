@@ -2,13 +2,14 @@ import { QueryClient, QueryClientProvider, useQueryClient } from "@tanstack/reac
 import { useState, type FormEvent } from "react";
 import { BrowserRouter, NavLink, Route, Routes } from "react-router-dom";
 import { loadCredentials, setCredentials, type Credentials } from "./api/client";
-import { NAV, ROUTES } from "./routes";
+import { NAV, prefetchLocation, ROUTES } from "./routes";
 import { field } from "./lib/text";
 
 const queries = new QueryClient({
   defaultOptions: { queries: { retry: 1, refetchOnWindowFocus: false, staleTime: 2000 } },
 });
 setCredentials(loadCredentials());
+prefetchLocation(queries, window.location);
 
 /** Tenant (x-tenant-id, auth off) or bearer token (MLMESH_AUTH=jwt) for every request. */
 function Session() {

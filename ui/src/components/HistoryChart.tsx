@@ -82,12 +82,16 @@ export function HistoryChart({
       cursor: { drag: { x: true, y: false, setScale: false } },
       legend: { show: series.length > 1 },
       hooks: {
-        // When the canvas last drew points (performance.now()): the browser benchmark's mark.
+        // When the canvas last drew points (performance.now()): the browser benchmark's mark;
+        // and the drawn x range, for tests and anyone inspecting the page (set here, where the
+        // scales are final: a chart made with its data sets them on its first draw).
         draw: [
           (u) => {
-            if (u.data[0].length > 0 && element.parentElement) {
-              element.parentElement.dataset.drawnAt = String(performance.now());
-            }
+            const figure = element.parentElement;
+            if (!figure) return;
+            if (u.data[0].length > 0) figure.dataset.drawnAt = String(performance.now());
+            figure.dataset.xMin = String(u.scales.x.min);
+            figure.dataset.xMax = String(u.scales.x.max);
           },
         ],
         setSelect: [
@@ -124,12 +128,6 @@ export function HistoryChart({
     if (!chart) return;
     chart.setData(data, zoom === null);
     if (zoom) chart.setScale("x", { min: zoom[0], max: zoom[1] });
-    // The drawn x range, for tests and anyone inspecting the page.
-    const figure = container.current?.parentElement;
-    if (figure) {
-      figure.dataset.xMin = String(chart.scales.x.min);
-      figure.dataset.xMax = String(chart.scales.x.max);
-    }
   }, [data, zoom, shape]);
 
   const total = series.reduce((sum, s) => sum + s.points.length, 0);

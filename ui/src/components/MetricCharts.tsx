@@ -1,17 +1,16 @@
 // Metric-history charts with their settings in the URL: x axis (step or time), log scale,
 // smoothing and zoom. A zoom re-queries its range at full resolution: a step range as it is, a
 // time range as the steps it covers in each run's history (series.timeToSteps).
-import { keepPreviousData, useQueries } from "@tanstack/react-query";
+import { keepPreviousData, useQueries, type QueryClient } from "@tanstack/react-query";
 import { MAX_POINTS, type RunSource } from "../api/sources";
-import { readBool, readRange, useUrlState } from "../lib/url";
+import { readBool, readList, readRange, useUrlState } from "../lib/url";
 import { timeToSteps, type Point } from "../lib/series";
 import { ErrorBox } from "./States";
 import { HistoryChart, type ChartSettings } from "./HistoryChart";
 
 const NO_POINTS: Point[] = [];
 
-export function useChartSettings(): [ChartSettings, [number, number] | null] {
-  const [params] = useUrlState();
+export function readChartSettings(params: URLSearchParams): [ChartSettings, [number, number] | null] {
   const smoothing = Number(params.get("smooth") ?? 0);
   return [
     {
@@ -21,6 +20,11 @@ export function useChartSettings(): [ChartSettings, [number, number] | null] {
     },
     readRange(params, "zoom"),
   ];
+}
+
+export function useChartSettings(): [ChartSettings, [number, number] | null] {
+  const [params] = useUrlState();
+  return readChartSettings(params);
 }
 
 export function ChartControls() {
@@ -60,6 +64,38 @@ export function ChartControls() {
   );
 }
 
+/** The query of one run's history of `key` over `range` (null: all of it) at the charts'
+ * resolution: MetricCharts reads it, prefetchHistories starts it early, under one key. */
+export function historyQuery(
+  source: RunSource,
+  id: string,
+  key: string,
+  range: [number, number] | null,
+) {
+  return {
+    queryKey: [source.key, "history", id, key, range],
+    queryFn: () => source.history(id, key, MAX_POINTS, range),
+  };
+}
+
+/** Starts the history requests of the charts that `params` (the URL's query) names in
+ * `charts=` for `runIds`, so that they run beside the run's request instead of after it: the
+ * charts then find them in flight or cached. Each is the first query its chart makes: the zoom
+ * as a step range, or the whole history (a time zoom's overview). A key the run lacks costs one
+ * wasted request whose error is dropped (the charts never ask for it). */
+export function prefetchHistories(
+  client: QueryClient,
+  source: RunSource,
+  runIds: string[],
+  params: URLSearchParams,
+): void {
+  const [settings, zoom] = readChartSettings(params);
+  const range = settings.axis === "time" ? null : zoom;
+  for (const key of readList(params, "charts")) {
+    for (const id of runIds) void client.prefetchQuery(historyQuery(source, id, key, range));
+  }
+}
+
 /** One chart per metric key; each overlays the histories of `runs`. */
 export function MetricCharts({
   source,
@@ -76,8 +112,7 @@ export function MetricCharts({
   const [settings, zoom] = useChartSettings();
   const pairs = keys.flatMap((key) => runs.map((run) => ({ key, run })));
   const history = (id: string, key: string, range: [number, number] | null) => ({
-    queryKey: [source.key, "history", id, key, range],
-    queryFn: () => source.history(id, key, MAX_POINTS, range),
+    ...historyQuery(source, id, key, range),
     refetchInterval: live ? 5000 : (false as const),
     // While a zoom re-queries, the previous points stay drawn.
     placeholderData: keepPreviousData,

@@ -1,12 +1,12 @@
 // One run: status, times, params, tags, latest metrics, artifacts and history charts.
-import { useQuery } from "@tanstack/react-query";
+import { useQuery, type QueryClient } from "@tanstack/react-query";
 import type { ReactNode } from "react";
 import { Link, useParams } from "react-router-dom";
 import { ApiError } from "../api/client";
 import type { RunSource } from "../api/sources";
 import { formatValue } from "../lib/columns";
 import { readList, useUrlState } from "../lib/url";
-import { ChartControls, MetricCharts } from "./MetricCharts";
+import { ChartControls, MetricCharts, prefetchHistories } from "./MetricCharts";
 import { Empty, ErrorBox, KeyValues, Loading } from "./States";
 
 export const LIVE_MS = 5000;
@@ -15,12 +15,28 @@ export function formatTime(ms: number | null): string {
   return ms === null ? "—" : new Date(ms).toISOString().replace("T", " ").slice(0, 19) + "Z";
 }
 
+function runQuery(source: RunSource, id: string) {
+  return { queryKey: [source.key, "run", id], queryFn: () => source.run(id) };
+}
+
+/** The requests of a run page, started from its URL before the app first renders (a deep link
+ * or a reload): the run and the histories of the charts the URL names, side by side, under the
+ * keys the page reads them by. */
+export function prefetchRunPage(
+  client: QueryClient,
+  source: RunSource,
+  id: string,
+  params: URLSearchParams,
+): void {
+  void client.prefetchQuery(runQuery(source, id));
+  prefetchHistories(client, source, [id], params);
+}
+
 export function RunView({ source, artifacts }: { source: RunSource; artifacts?: (id: string) => ReactNode }) {
   const { id = "" } = useParams();
   const [params, update] = useUrlState();
   const query = useQuery({
-    queryKey: [source.key, "run", id],
-    queryFn: () => source.run(id),
+    ...runQuery(source, id),
     refetchInterval: (q) => (q.state.data?.status === "RUNNING" ? LIVE_MS : false),
   });
   if (query.error) {
