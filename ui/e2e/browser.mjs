@@ -163,6 +163,30 @@ step("open a run: details, artifacts, a drawn chart", async (page) => {
   await page.screenshot({ path: `${RESULTS}/run.png`, fullPage: true });
 });
 
+step("a run's deep link asks for its chart's history beside the run, once", async (page) => {
+  const asked = [];
+  const record = (request) => {
+    if (request.url().includes("/metrics/loss/history")) asked.push(request.url());
+  };
+  page.on("request", record);
+  try {
+    await page.goto(`${BASE}/runs/${data.runs[0]}?charts=loss`);
+    await page.waitForFunction(() => document.querySelector('figure[data-chart="loss"]')?.dataset.drawnAt);
+    const order = await page.evaluate(() => {
+      const resources = performance.getEntriesByType("resource");
+      const run = resources.find((e) => /\/api\/v1\/experiments\/runs\/[^/?]+$/.test(e.name));
+      const history = resources.find((e) => e.name.includes("/metrics/loss/history"));
+      return { runEnd: run.responseEnd, historyStart: history.startTime };
+    });
+    // Started from the URL, not after the run's answer named the metric; and the chart read
+    // the prefetched query (same key), so no second request.
+    assert.ok(order.historyStart < order.runEnd, JSON.stringify(order));
+    assert.equal(asked.length, 1, asked.join("\n"));
+  } finally {
+    page.off("request", record);
+  }
+});
+
 step("zoom re-queries the step range; a RUNNING run refreshes and keeps zoom and scroll", async (page) => {
   const chart = page.locator('figure[data-chart="loss"]');
   const zoomed = page.waitForRequest((r) => r.url().includes("/metrics/loss/history") && r.url().includes("start_step=20") && r.url().includes("end_step=80"));
