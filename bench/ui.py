@@ -163,7 +163,6 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
     chart = figures["chartDrawnMs"]
     payload = figures["historyTransferBytes"]
     block = history.block_width(0, sizes.points - 1, CHART_MAX_POINTS)
-    before_request = chart - figures["historyRequestMs"] - figures["chartFromResponseMs"]
     t = figures["timeline"]
 
     def verdict(value: float, goal: float) -> str:
@@ -209,7 +208,7 @@ def render(figures: dict, sizes: Sizes, load: float) -> str:
         f" {t['runRequestStart']} to {t['runResponseEnd']} ms and the history's at"
         f" {t['requestStart']} to {t['responseEnd']} ms, side by side (the app starts both from the"
         " URL, `charts=` naming the chart, before it first renders); the chart drawn at"
-        f" {t['drawnAt']} ms. The {before_request:.0f} ms before the history's request are the"
+        f" {t['drawnAt']} ms. The {t['requestStart']} ms before the history's request are the"
         " HTML and the scripts; after its answer, React renders the run page and uPlot draws."
         " Every figure grows with the machine's load, as the first-rows figure does.",
         END,
