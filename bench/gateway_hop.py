@@ -22,10 +22,10 @@ from typing import Any
 import yaml
 
 from bench import ROOT
-from bench.clients import GrpcTracker, Point, RestTracker, Tracker
+from bench.clients import GrpcTracker, RestTracker, Tracker
 from bench.measure import Span, percentile, sample_span
 from bench.sections import markers, write_section
-from bench.seed import search_runs, seed_api, settle
+from bench.seed import log_run_details, search_runs, seed_api, settle
 from bench.stack import _experiments_service
 from bench.workload import SEARCH_FILTER, SEARCH_LIMIT
 from gateway.envoy_config import GatewaySettings, build_config
@@ -163,13 +163,7 @@ def main(argv: list[str] | None = None) -> None:
 def _seed(grpc: GrpcTracker, address: str, database_url: str) -> tuple[str, str]:
     experiment_id = grpc.create_experiment(f"hop-{time.time_ns()}")
     run_id = grpc.create_run(experiment_id, "details", {})
-    now = time.time_ns() // 1_000_000
-    grpc.log_details(
-        run_id,
-        [Point(f"metric_{i}", i / 10, 0, now) for i in range(50)],
-        {f"param_{i}": str(i) for i in range(20)},
-        {f"tag_{i}": f"value-{i}" for i in range(20)},
-    )
+    log_run_details(grpc, run_id)
     search_experiment = grpc.create_experiment(f"hop-search-{time.time_ns()}")
     seed_api(lambda: GrpcTracker(address), search_experiment, search_runs(SEARCH_RUNS))
     settle([database_url])

@@ -22,7 +22,7 @@ from pathlib import Path
 from bench import ROOT
 from bench.clients import GrpcTracker, Point
 from bench.sections import markers, write_section
-from bench.seed import search_runs, seed_api, settle
+from bench.seed import log_run_details, search_runs, seed_api, settle
 from bench.stack import _experiments_service
 from bench.workload import SEARCH_FILTER, SEARCH_LIMIT
 from tests.helpers.postgres import PostgresCluster
@@ -116,13 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         cleanup.callback(grpc.close)
         experiment = grpc.create_experiment(f"profile-{time.time_ns()}")
         run_id = grpc.create_run(experiment, "details", {})
+        log_run_details(grpc, run_id)
         now = time.time_ns() // 1_000_000
-        grpc.log_details(
-            run_id,
-            [Point(f"metric_{i}", i / 10, 0, now) for i in range(50)],
-            {f"param_{i}": str(i) for i in range(20)},
-            {f"tag_{i}": f"value-{i}" for i in range(20)},
-        )
         search_experiment = grpc.create_experiment(f"profile-search-{time.time_ns()}")
         seed_api(lambda: GrpcTracker(service.address), search_experiment, search_runs(5_000))
         settle([database.url("psycopg2")])

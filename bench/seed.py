@@ -38,6 +38,18 @@ def search_runs(count: int) -> list[SeedRun]:
     ]
 
 
+def log_run_details(tracker: Tracker, run_id: str) -> None:
+    """A run as researchers log them, for the get-run benchmarks: 20 params, 20 tags and 50
+    metrics."""
+    now = _now_ms()
+    tracker.log_details(
+        run_id,
+        [Point(f"metric_{i}", i / 10, 0, now) for i in range(50)],
+        {f"param_{i}": str(i) for i in range(20)},
+        {f"tag_{i}": f"value-{i}" for i in range(20)},
+    )
+
+
 def seed_api(make_tracker: Callable[[], Tracker], experiment_id: str, runs: list[SeedRun]) -> None:
     """Through a system's public API, several requests in flight, a client per thread."""
     now = _now_ms()

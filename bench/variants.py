@@ -26,7 +26,7 @@ from bench import cpu
 from bench.clients import FastTrackTracker, GrpcTracker, Point, RestTracker, Tracker
 from bench.fasttrack import FastTrackServer
 from bench.measure import Span, percentile, sample_span
-from bench.seed import search_runs, seed_api, settle
+from bench.seed import log_run_details, search_runs, seed_api, settle
 from bench.stack import _experiments_service, _go_url, _postmaster_pid
 from bench.workload import BATCH_POINTS, SEARCH_FILTER, SEARCH_LIMIT
 from tests.helpers.gateway import start_gateway
@@ -76,13 +76,7 @@ def _new_run(tracker: Tracker) -> str:
 
 def _seed(tracker: Tracker, factory: Callable[[], Tracker]) -> dict[str, str]:
     run_id = _new_run(tracker)
-    now = time.time_ns() // 1_000_000
-    tracker.log_details(
-        run_id,
-        [Point(f"metric_{i}", i / 10, 0, now) for i in range(50)],
-        {f"param_{i}": str(i) for i in range(20)},
-        {f"tag_{i}": f"value-{i}" for i in range(20)},
-    )
+    log_run_details(tracker, run_id)
     search = tracker.create_experiment(f"variants-search-{uuid.uuid4().hex[:8]}")
     seed_api(factory, search, search_runs(SEARCH_RUNS))
     return {"run": run_id, "search": search}

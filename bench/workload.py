@@ -22,7 +22,7 @@ from bench.concurrent import WRITERS, Totals, write_round, writers
 from bench.cpu import GROUPS, CpuMeter, per_call_ms
 from bench.floor import log_batch_statement
 from bench.measure import Budget, Stats, rounds, sample, sample_span, summarize, warm_up
-from bench.seed import search_runs, seed_api, seed_mlflow, settle
+from bench.seed import log_run_details, search_runs, seed_api, seed_mlflow, settle
 
 CLIENTS = ("mlflow", "fasttrack", "grpc", "rest")
 # Turns each client takes at every operation (its budget cut in as many parts).
@@ -158,15 +158,11 @@ def _bind_metric(tracker: Tracker, run_id: str, now: int) -> Callable[[int], obj
 
 
 def bench_get_run(systems: Systems, sizes: Sizes) -> Row:
-    """A run as researchers log them: 20 params, 20 tags and 50 metrics to read back."""
-    params = {f"param_{i}": str(i) for i in range(20)}
-    tags = {f"tag_{i}": f"value-{i}" for i in range(20)}
-    now = _now_ms()
-    metrics = [Point(f"metric_{i}", i / 10, 0, now) for i in range(50)]
+    """A run as researchers log them (`log_run_details`) to read back."""
     calls = {}
     for client, tracker in systems.trackers().items():
         run_id = _new_run(tracker)
-        tracker.log_details(run_id, metrics, params, tags)
+        log_run_details(tracker, run_id)
         calls[client] = _bind_get(tracker, run_id)
     title = "get run (20 params, 20 tags, 50 metrics)"
     return _measure(systems, "get_run", title, calls, sizes.get_run)
