@@ -214,6 +214,7 @@ class Catalog:
     async def list_datasets(
         self, tenant: str, filters: dict[str, str], skip=0, limit=0, page_token=""
     ) -> Page:
+        check_no_nul(filters, "filter")
         offset, limit = page_window(limit, skip, page_token)
         items, total = await self._store.list_datasets(tenant, filters, offset, limit)
         return page(items, offset, total)

@@ -25,6 +25,7 @@ import structlog
 
 from mlmesh_common.errors import ERROR_DOMAIN, DomainError, FailedPrecondition
 from mlmesh_common.resources import Page, check_owned, is_uuid, page, page_window
+from mlmesh_common.text import check_no_nul
 from mlmesh_training.entities import TASK_DONE, Task
 from mlmesh_training.storage.base import TrainingStore
 
@@ -190,6 +191,7 @@ class TaskRunner:
     async def list(
         self, tenant: str, filters: dict[str, str], skip=0, limit=0, page_token=""
     ) -> Page:
+        check_no_nul(filters, "filter")
         offset, limit = page_window(limit, skip, page_token)
         items, total = await self._store.list_tasks(tenant, filters, offset, limit)
         return page(items, offset, total)
