@@ -360,6 +360,8 @@ def test_a_nul_character_in_any_text_is_a_400_that_writes_nothing(api):
             f"{API}/runs?experiment_id={experiment['id']}&filter=tags.a%20%3D%20%27%00%27",
             None,
         ),
+        ("GET", f"{API}?strategy_id=s%00", None),
+        ("GET", f"{API}?search=s%00", None),
     ]
     for method, path, body in cases:
         response = api(method, path, json=body)

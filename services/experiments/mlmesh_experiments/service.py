@@ -175,6 +175,7 @@ class ExperimentsService:
                 reason="INVALID_LIFECYCLE_STAGE",
             )
         domain.check_text(search, domain.MAX_NAME, "search")
+        domain.check_text(strategy_id, domain.MAX_NAME, "strategy_id")
         offset, limit = page_window(limit, offset, page_token)
         query = ExperimentQuery(tenant, offset, limit, strategy_id, search, stage)
         experiments, total = await self._store.list_experiments(query)
