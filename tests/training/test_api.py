@@ -441,3 +441,25 @@ def test_a_nul_character_in_model_or_dataset_text_is_a_400(api):
         assert listed.status_code == 400, listed.text
         assert reason(listed) == "INVALID_CHARACTER"
         assert f"filter.{name}" in listed.json()["message"]
+
+
+def test_a_nul_character_in_a_training_request_is_a_400_that_starts_nothing(api, spx):
+    model = create_model(api)
+    tasks_before = api("GET", TASKS).json()["total"]
+    body = {**train_body(spx), "strategy_id": "s\x00"}
+    tune = {**body, "plugin_key": "ml.random_forest", "n_trials": 1}
+    automl = {**body, "candidates": {"ml.random_forest": {}}}
+    for path, request in (
+        (f"{MODELS}/{model['id']}/train", body),
+        (f"{MODELS}/{model['id']}/train/async", body),
+        (f"{MODELS}/tune", tune),
+        (f"{MODELS}/tune/async", tune),
+        (f"{MODELS}/automl", automl),
+        (f"{MODELS}/automl/async", automl),
+    ):
+        response = api("POST", path, json=request)
+        assert response.status_code == 400, response.text
+        assert reason(response) == "INVALID_CHARACTER"
+        assert "strategy_id" in response.json()["message"]
+    assert api("GET", TASKS).json()["total"] == tasks_before
+    assert api("GET", f"{MODELS}/{model['id']}").json()["version"] == model["version"]

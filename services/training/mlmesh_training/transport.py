@@ -13,6 +13,7 @@ from mlmesh.training.v1 import training_service_pb2 as pb
 from mlmesh_common.errors import FailedPrecondition
 from mlmesh_common.http import answer_instead
 from mlmesh_common.tenancy import tenant_of
+from mlmesh_common.text import check_no_nul
 from mlmesh_common.values import struct, timestamp
 from mlmesh_training import datasets as ds
 from mlmesh_training.backtest import BacktestResult, BacktestSpec
@@ -118,7 +119,14 @@ def _backtest_spec(request) -> BacktestSpec:
     )
 
 
+def _check_text(request) -> None:
+    """A NUL character anywhere in the request is a 400 before any work: MLflow and PostgreSQL,
+    where its text ends up, cannot hold one (MLflow answers 500, after the training ran)."""
+    check_no_nul(_request_dict(request), "request")
+
+
 def _train_spec(request: pb.TrainModelRequest) -> TrainSpec:
+    _check_text(request)
     return TrainSpec(
         model_id=request.model_id,
         dataset=_dataset_spec(request.dataset),
@@ -130,6 +138,7 @@ def _train_spec(request: pb.TrainModelRequest) -> TrainSpec:
 
 
 def _tune_spec(request: pb.TuneModelRequest) -> TuneSpec:
+    _check_text(request)
     return TuneSpec(
         plugin_key=request.plugin_key,
         dataset=_dataset_spec(request.dataset),
@@ -151,6 +160,7 @@ def _tune_spec(request: pb.TuneModelRequest) -> TuneSpec:
 
 
 def _automl_spec(request: pb.RunAutoMLRequest) -> AutoMLSpec:
+    _check_text(request)
     return AutoMLSpec(
         dataset=_dataset_spec(request.dataset),
         cv=_cv_config(request.cv),
