@@ -113,6 +113,30 @@ def test_query_parameter_reaches_the_service(session, gateway):
     assert response.json()["name"] == "a b+c"
 
 
+def test_a_long_query_value_reaches_the_service(session, gateway):
+    """Envoy passes the URL on in x-envoy-original-path: the services' gRPC metadata limit
+    is above the gateway's header limit, so a long value meets the service's own checks (not
+    gRPC's RESOURCE_EXHAUSTED, a 429)."""
+    widget_id = create(session, gateway, name="plain").json()["widget_id"]
+    label = "l" * 40_000
+    response = session.get(f"{gateway.base_url}{WIDGETS}/{widget_id}", params={"label": label})
+    assert response.status_code == 200, response.text[:300]
+    assert response.json()["name"] == label
+
+
+def test_an_error_echoing_a_long_value_is_cut_not_a_5xx(session, gateway):
+    """The message travels twice in the trailers; echoed in full, 30,000 characters would
+    overflow what Envoy accepts (a 503)."""
+    response = session.get(f"{gateway.base_url}{WIDGETS}/{'n' * 30_000}")
+    assert response.status_code == 404, response.text[:300]
+    body = response.json()
+    assert body["message"].startswith("widget nnn") and body["message"].endswith("… (cut)")
+    assert len(body["message"]) < 2_100
+    info = error_info(response)
+    assert info["reason"] == "WIDGET_NOT_FOUND"
+    assert len(info["metadata"]["widget_id"]) < 2_100
+
+
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "status"),
     [

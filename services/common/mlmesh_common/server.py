@@ -43,6 +43,8 @@ log = structlog.get_logger("mlmesh.rpc")
 
 REQUEST_ID_HEADER = "x-request-id"
 _QUIET_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+MAX_METADATA_BYTES = 128 * 1024
+MAX_ERROR_TEXT = 2_000
 
 
 @dataclass(frozen=True)
@@ -60,10 +62,16 @@ class ServiceBinding:
 ErrorTranslator = Callable[[BaseException], DomainError | None]
 
 
+def _bounded(text: str) -> str:
+    """Text an error echoes from the request (a filter, a key), cut to MAX_ERROR_TEXT: the
+    message travels twice in the trailers (grpc-message and the status details), which must
+    stay within what the gateway and clients accept."""
+    return text if len(text) <= MAX_ERROR_TEXT else f"{text[:MAX_ERROR_TEXT]}… (cut)"
+
+
 def _status_for(error: DomainError) -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-    )
+    metadata = {key: _bounded(value) for key, value in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     detail = any_pb2.Any()
     detail.Pack(info)
     details = [detail]
@@ -73,7 +81,9 @@ def _status_for(error: DomainError) -> status_pb2.Status:
         delay.retry_delay.FromMilliseconds(round(error.retry_after_s * 1000))
         retry.Pack(delay)
         details.append(retry)
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return status_pb2.Status(
+        code=error.code.value[0], message=_bounded(error.message), details=details
+    )
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
@@ -83,7 +93,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
     if error.retry_after_s is not None:
         # Whole seconds, at least 1 (RFC 9110); REST callers get it as a header.
         trailing.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))
-    await context.abort(error.code, error.message, trailing_metadata=tuple(trailing))
+    await context.abort(error.code, _bounded(error.message), trailing_metadata=tuple(trailing))
 
 
 async def _abort_internal(context: grpc.aio.ServicerContext, request_id: str) -> None:
@@ -333,6 +343,11 @@ def build_server(
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # Above anything the gateway lets through (request headers up to 60 KiB, and its
+            # copy of the URL in x-envoy-original-path): a long query value reaches the
+            # service's own checks (400), not gRPC's metadata limit (RESOURCE_EXHAUSTED, 429).
+            ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+            ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
             # A port already in use must fail loudly, not be shared with another process
             # (workers share theirs only after `reserved_port` has checked it was free).
             ("grpc.so_reuseport", 1 if reuse_port else 0),
