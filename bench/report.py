@@ -3,6 +3,7 @@ the targets checked against the numbers, and notes. The harness writes all of it
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from bench.concurrent import WRITERS
@@ -10,8 +11,9 @@ from bench.cpu import GROUPS
 from bench.measure import Budget, Stats
 from bench.workload import CLIENTS, ROUNDS, Row, Sizes
 
-# A 1-minute load average above this before the run means other work competed for the cores.
-BUSY_LOAD = 0.5
+# A 1-minute load average above this before the run (half the cores busy) means other work
+# competed for the cores.
+BUSY_LOAD = (os.cpu_count() or 1) / 2
 GROUP_NAMES = {
     "client": "client (this process)",
     "mlflow": "MLflow server",
