@@ -87,13 +87,14 @@ def _status_for(error: DomainError) -> status_pb2.Status:
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: DomainError) -> None:
-    trailing = [("grpc-status-details-bin", _status_for(error).SerializeToString())]
+    status = _status_for(error)
+    trailing = [("grpc-status-details-bin", status.SerializeToString())]
     if error.http_status is not None:
         trailing.append((HTTP_CODE_HEADER, str(error.http_status)))
     if error.retry_after_s is not None:
         # Whole seconds, at least 1 (RFC 9110); REST callers get it as a header.
         trailing.append(("retry-after", str(max(1, math.ceil(error.retry_after_s)))))
-    await context.abort(error.code, _bounded(error.message), trailing_metadata=tuple(trailing))
+    await context.abort(error.code, status.message, trailing_metadata=tuple(trailing))
 
 
 async def _abort_internal(context: grpc.aio.ServicerContext, request_id: str) -> None:
