@@ -10,9 +10,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -26,12 +24,11 @@ from bench.clients import GrpcTracker, RestTracker, Tracker
 from bench.measure import Span, percentile, sample_span
 from bench.sections import markers, write_section
 from bench.seed import log_run_details, search_runs, seed_api, settle
-from bench.stack import _experiments_service
+from bench.stack import _experiments_service, scratch
 from bench.workload import SEARCH_FILTER, SEARCH_LIMIT
 from gateway.envoy_config import GatewaySettings, build_config
 from tests.helpers.gateway import ENVOY
 from tests.helpers.net import LOOPBACK, free_port, wait_for_http
-from tests.helpers.postgres import PostgresCluster
 
 SECTION = "gateway"
 ROUNDS = 5
@@ -138,9 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["NO_PROXY"] = "127.0.0.1"
     load = os.getloadavg()[0]
     with ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="mlmesh-hop-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        postgres = cleanup.enter_context(PostgresCluster())
+        workdir, postgres = scratch(cleanup, "hop")
         database = postgres.create_database("hop")
         service = _experiments_service(database, workdir)
         cleanup.callback(service.stop)

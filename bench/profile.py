@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -23,9 +21,8 @@ from bench import ROOT
 from bench.clients import GrpcTracker, Point
 from bench.sections import markers, write_section
 from bench.seed import log_run_details, search_runs, seed_api, settle
-from bench.stack import _experiments_service
+from bench.stack import _experiments_service, scratch
 from bench.workload import SEARCH_FILTER, SEARCH_LIMIT
-from tests.helpers.postgres import PostgresCluster
 
 SECTION = "profile"
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -104,9 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()[0]
     results = {}
     with ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="mlmesh-profile-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        postgres = cleanup.enter_context(PostgresCluster())
+        workdir, postgres = scratch(cleanup, "profile")
         database = postgres.create_database("profile")
         service = _experiments_service(database, workdir)
         cleanup.callback(service.stop)

@@ -39,6 +39,18 @@ class Stack:
     fasttrack_pid: int
 
 
+def scratch(cleanup: ExitStack, name: str) -> tuple[Path, PostgresCluster]:
+    """A temporary folder and a started throwaway PostgreSQL cluster, both removed by
+    `cleanup` (the cluster's stop is registered before its start, so that a start that fails
+    half-way still cleans up)."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"mlmesh-{name}-"))
+    cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+    postgres = PostgresCluster()
+    cleanup.callback(postgres.stop)
+    postgres.start()
+    return workdir, postgres
+
+
 @contextmanager
 def running_stack() -> Iterator[Stack]:
     """Starts everything; on exit (or any error on the way) stops it in reverse order.
@@ -46,11 +58,7 @@ def running_stack() -> Iterator[Stack]:
     Each stop is registered before its start, so a start that fails or is interrupted half-way
     still cleans up (the helpers' stop() methods are no-ops for what never started)."""
     with ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="mlmesh-bench-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        postgres = PostgresCluster()
-        cleanup.callback(postgres.stop)
-        postgres.start()
+        workdir, postgres = scratch(cleanup, "bench")
         mlflow_database = postgres.create_database("mlflow_bench").url("psycopg2")
         mlflow = MlflowServer(mlflow_database)
         cleanup.callback(mlflow.stop)

@@ -15,9 +15,7 @@ import argparse
 import json
 import math
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +28,11 @@ import requests
 from bench import ROOT
 from bench.clients import GrpcTracker, Point
 from bench.sections import markers, write_section
+from bench.stack import scratch
 from gateway.envoy_config import UI_DIST
 from mlmesh_common import history
 from tests.helpers.gateway import start_gateway
 from tests.helpers.net import free_port
-from tests.helpers.postgres import PostgresCluster
 from tests.helpers.services import ServiceProcess
 
 SECTION = "ui"
@@ -100,11 +98,7 @@ def measure(sizes: Sizes) -> dict:
     if not Path(chromium).is_file():
         raise SystemExit(f"{chromium} is missing: run `bash tools/ensure_chromium.sh`")
     with ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="mlmesh-bench-ui-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        postgres = PostgresCluster()
-        cleanup.callback(postgres.stop)
-        postgres.start()
+        workdir, postgres = scratch(cleanup, "bench-ui")
         database = postgres.create_database("experiments_ui_bench")
         service = ServiceProcess(
             "mlmesh_experiments",

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -27,10 +25,9 @@ from bench.clients import FastTrackTracker, GrpcTracker, Point, RestTracker, Tra
 from bench.fasttrack import FastTrackServer
 from bench.measure import Span, percentile, sample_span
 from bench.seed import log_run_details, search_runs, seed_api, settle
-from bench.stack import _experiments_service, _go_url, _postmaster_pid
+from bench.stack import _experiments_service, _go_url, _postmaster_pid, scratch
 from bench.workload import BATCH_POINTS, SEARCH_FILTER, SEARCH_LIMIT
 from tests.helpers.gateway import start_gateway
-from tests.helpers.postgres import PostgresCluster
 
 ROUNDS = 5
 SEARCH_RUNS = 1_500
@@ -95,9 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["NO_PROXY"] = "127.0.0.1"
     load = os.getloadavg()[0]
     with ExitStack() as cleanup:
-        workdir = Path(tempfile.mkdtemp(prefix="mlmesh-variants-"))
-        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
-        postgres = cleanup.enter_context(PostgresCluster())
+        workdir, postgres = scratch(cleanup, "variants")
         fasttrack_database = postgres.create_database("fasttrack")
         fasttrack = FastTrackServer(_go_url(fasttrack_database), workdir)
         cleanup.callback(fasttrack.stop)
