@@ -32,6 +32,12 @@ class Tracker(Protocol):
 
     def prepare_batch(self, run_id: str, points: list[Point]) -> Any: ...
 
+    def prepare_series(self, run_id: str, points: list[Point]) -> Any:
+        """The batch in the most compact shape the API has, for `log_batch`: mlmesh's columns
+        (one `series` per metric); MLflow's API, and so FastTrackML's, has one object per point
+        only, so theirs is `prepare_batch`'s."""
+        ...
+
     def log_batch(self, prepared: Any) -> None: ...
 
     def log_metric(self, run_id: str, point: Point) -> None: ...
@@ -62,6 +68,9 @@ class MlflowTracker:
 
     def prepare_batch(self, run_id: str, points: list[Point]) -> tuple[str, list[Metric]]:
         return run_id, [Metric(p.key, p.value, p.timestamp, p.step) for p in points]
+
+    def prepare_series(self, run_id: str, points: list[Point]) -> tuple[str, list[Metric]]:
+        return self.prepare_batch(run_id, points)
 
     def log_batch(self, prepared: tuple[str, list[Metric]]) -> None:
         run_id, metrics = prepared
@@ -116,6 +125,13 @@ class GrpcTracker:
 
     def prepare_batch(self, run_id: str, points: list[Point]) -> pb.LogBatchRequest:
         return pb.LogBatchRequest(run_id=run_id, metrics=[_metric_input(p) for p in points])
+
+    def prepare_series(self, run_id: str, points: list[Point]) -> pb.LogBatchRequest:
+        series = [
+            pb.MetricSeries(key=key, values=values, steps=steps, timestamps=timestamps)
+            for key, (values, steps, timestamps) in _columns(points).items()
+        ]
+        return pb.LogBatchRequest(run_id=run_id, series=series)
 
     def log_batch(self, prepared: pb.LogBatchRequest) -> None:
         self.stub.LogBatch(prepared)
@@ -178,6 +194,13 @@ class RestTracker:
         body = {"metrics": [p._asdict() for p in points], "params": [], "tags": []}
         return f"{self.api}/runs/{run_id}/log-batch", body
 
+    def prepare_series(self, run_id: str, points: list[Point]) -> tuple[str, dict[str, Any]]:
+        series = [
+            {"key": key, "values": values, "steps": steps, "timestamps": timestamps}
+            for key, (values, steps, timestamps) in _columns(points).items()
+        ]
+        return f"{self.api}/runs/{run_id}/log-batch", {"series": series}
+
     def log_batch(self, prepared: tuple[str, dict[str, Any]]) -> None:
         self._post(*prepared)
 
@@ -223,6 +246,17 @@ class RestTracker:
         return response.json()
 
 
+def _columns(points: list[Point]) -> dict[str, tuple[list[float], list[int], list[int]]]:
+    """Per metric, in order of first appearance: its values, steps and timestamps."""
+    columns: dict[str, tuple[list[float], list[int], list[int]]] = {}
+    for point in points:
+        values, steps, timestamps = columns.setdefault(point.key, ([], [], []))
+        values.append(point.value)
+        steps.append(point.step)
+        timestamps.append(point.timestamp)
+    return columns
+
+
 def _metric_input(point: Point) -> pb.MetricInput:
     return pb.MetricInput(
         key=point.key, value=point.value, step=point.step, timestamp=point.timestamp
@@ -255,6 +289,9 @@ class FastTrackTracker:
 
     def prepare_batch(self, run_id: str, points: list[Point]) -> dict[str, Any]:
         return {"run_id": run_id, "metrics": [p._asdict() for p in points]}
+
+    def prepare_series(self, run_id: str, points: list[Point]) -> dict[str, Any]:
+        return self.prepare_batch(run_id, points)
 
     def log_batch(self, prepared: dict[str, Any]) -> None:
         self._post("runs/log-batch", prepared)

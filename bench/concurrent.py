@@ -43,10 +43,17 @@ def writers(make_tracker: Callable[[], Tracker], count: int = WRITERS) -> list[W
 
 
 def write_round(
-    group: list[Writer], seconds: float, batch_points: int, totals: Totals, *, timed: bool = True
+    group: list[Writer],
+    seconds: float,
+    batch_points: int,
+    totals: Totals,
+    *,
+    timed: bool = True,
+    series: bool = False,
 ) -> None:
     """Every writer logs batch after batch until `seconds` have passed (at least one each);
     adds the latencies, points and wall time to `totals` (unless `timed` is off: a warm-up).
+    `series`: each batch in the client's most compact shape (`Tracker.prepare_series`).
 
     A batch's points are built before its request is timed, as in the one-client benchmark."""
     start = threading.Barrier(len(group) + 1)
@@ -66,7 +73,8 @@ def write_round(
                     Point("loss", 1 / (step + 1), step, now)
                     for step in range(first, first + batch_points)
                 ]
-                prepared = writer.tracker.prepare_batch(writer.run_id, points)
+                prepare = writer.tracker.prepare_series if series else writer.tracker.prepare_batch
+                prepared = prepare(writer.run_id, points)
                 began = time.perf_counter()
                 writer.tracker.log_batch(prepared)
                 finished = time.perf_counter()

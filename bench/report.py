@@ -92,6 +92,28 @@ TARGETS = (
         3,
         versus="fasttrack",
     ),
+    # The same goals with mlmesh's batches as one series (the peers' APIs have no such shape).
+    *(
+        Target(f"log-batch as a series over {name} ≥ {goal}x MLflow's points/s", key, client, goal)
+        for key, name, client, goal in (
+            ("log_batch_series", "gRPC", "grpc", 40),
+            ("log_batch_series", "REST", "rest", 20),
+        )
+    ),
+    Target(
+        "log-batch as a series over REST ≥ 3x FastTrackML's points/s",
+        "log_batch_series",
+        "rest",
+        3,
+        versus="fasttrack",
+    ),
+    Target(
+        "concurrent writers as series over REST ≥ 3x FastTrackML's points/s",
+        "concurrent_series",
+        "rest",
+        3,
+        versus="fasttrack",
+    ),
 )
 
 

@@ -120,17 +120,26 @@ def _bind_create(tracker: Tracker, experiment_id: str) -> Callable[[int], object
     return lambda i: tracker.create_run(experiment_id, f"run-{i}", {"source": "bench"})
 
 
-def bench_log_batch(systems: Systems, sizes: Sizes) -> Row:
+def _batches(sizes: Sizes) -> list[list[Point]]:
     # Built upfront: each call logs the next 1,000 steps, as a training loop would.
-    points = [
+    return [
         _points("loss", i * BATCH_POINTS, BATCH_POINTS)
         for i in range(sizes.log_batch.calls_needed())
     ]
+
+
+def _batch_calls(systems: Systems, points: list[list[Point]], series: bool) -> dict:
     calls = {}
     for client, tracker in systems.trackers().items():
         run_id = _new_run(tracker)
-        batches = [tracker.prepare_batch(run_id, batch) for batch in points]
-        calls[client] = _bind_batch(tracker, batches)
+        prepare = tracker.prepare_series if series else tracker.prepare_batch
+        calls[client] = _bind_batch(tracker, [prepare(run_id, batch) for batch in points])
+    return calls
+
+
+def bench_log_batch(systems: Systems, sizes: Sizes) -> Row:
+    points = _batches(sizes)
+    calls = _batch_calls(systems, points, series=False)
     title = f"log-batch, {BATCH_POINTS:,} points per request"
     row = _measure(systems, "log_batch", title, calls, sizes.log_batch, BATCH_POINTS)
     run_id = _new_run(systems.grpc)
@@ -139,6 +148,14 @@ def bench_log_batch(systems: Systems, sizes: Sizes) -> Row:
         floor = summarize(sample(statement, sizes.log_batch), BATCH_POINTS)
     print(f"  the database statement alone: {_progress(floor)}")
     return dataclasses.replace(row, floor=floor)
+
+
+def bench_log_batch_series(systems: Systems, sizes: Sizes) -> Row:
+    """The same batches, mlmesh's as one series (columns); the peers' APIs have no such shape
+    and send theirs as in the row above."""
+    calls = _batch_calls(systems, _batches(sizes), series=True)
+    title = f"log-batch, {BATCH_POINTS:,} points per request, mlmesh as one series"
+    return _measure(systems, "log_batch_series", title, calls, sizes.log_batch, BATCH_POINTS)
 
 
 def _bind_batch(tracker: Tracker, batches: list[object]) -> Callable[[int], object]:
@@ -287,18 +304,20 @@ def _measure(
     return row
 
 
-def bench_concurrent(systems: Systems, sizes: Sizes) -> Row:
+def bench_concurrent(systems: Systems, sizes: Sizes, series: bool = False) -> Row:
     """WRITERS clients at once, each with a connection and a run of its own, logging
-    BATCH_POINTS-point batches; the aggregate points/s over the wall time of each turn."""
+    BATCH_POINTS-point batches (mlmesh's as one series with `series`); the aggregate points/s
+    over the wall time of each turn."""
     groups = {client: writers(systems.factories[client]) for client in CLIENTS}
     totals = {client: Totals() for client in CLIENTS}
     cpu_s: dict[str, dict[str, float]] = {client: {} for client in CLIENTS}
     for client in CLIENTS:
-        write_round(groups[client], 0.0, BATCH_POINTS, totals[client], timed=False)
+        write_round(groups[client], 0.0, BATCH_POINTS, totals[client], timed=False, series=series)
     for _ in range(ROUNDS):
         for client in CLIENTS:
             before = systems.meter.snapshot()
-            write_round(groups[client], sizes.concurrent_s / ROUNDS, BATCH_POINTS, totals[client])
+            seconds = sizes.concurrent_s / ROUNDS
+            write_round(groups[client], seconds, BATCH_POINTS, totals[client], series=series)
             _add_cpu(cpu_s[client], before, systems.meter.snapshot())
     for group in groups.values():
         for writer in group:
@@ -310,7 +329,9 @@ def bench_concurrent(systems: Systems, sizes: Sizes) -> Row:
         stats[client] = dataclasses.replace(batch_stats, points_per_s=found.points_per_s)
         cpu[client] = per_call_ms(_zero(), cpu_s[client], len(found.latencies))
     title = f"{WRITERS} concurrent writers, {BATCH_POINTS:,}-point batches"
-    row = Row("concurrent", title, stats, cpu)
+    if series:
+        title += ", mlmesh as one series"
+    row = Row("concurrent_series" if series else "concurrent", title, stats, cpu)
     print(f"{title}: " + ", ".join(f"{c} {_progress(s)}" for c, s in stats.items()))
     return row
 
@@ -319,12 +340,14 @@ def bench_concurrent(systems: Systems, sizes: Sizes) -> Row:
 OPERATIONS = {
     "create_run": bench_create_run,
     "log_batch": bench_log_batch,
+    "log_batch_series": bench_log_batch_series,
     "log_metric": bench_log_metric,
     "get_run": bench_get_run,
     "search": bench_search,
     "search_total": bench_search_total,
     "history": bench_history,
     "concurrent": bench_concurrent,
+    "concurrent_series": lambda systems, sizes: bench_concurrent(systems, sizes, series=True),
 }
 
 

@@ -185,6 +185,50 @@ def test_literal_segments_are_never_ids(api):
     assert api("GET", f"{API}/compare").status_code == 404
 
 
+def test_log_batch_series_over_rest(api):
+    """The columnar shape through the gateway: NaN and infinities as JSON strings, steps as
+    numbers or strings, and the contract's 400s with nothing stored."""
+    run = create_run(api, create_experiment(api)["id"])
+    run_url = f"{API}/runs/{run['id']}"
+    body = {
+        "series": [
+            {
+                "key": "loss",
+                "values": [0.5, "NaN", "-Infinity", 0.25],
+                "steps": [0, 1, "2", 3],
+                "timestamps": [1_000, 1_001, 1_002, 1_003],
+            },
+            {"key": "sharpe", "values": [1.5]},
+        ],
+    }
+    counts = api("POST", f"{run_url}/log-batch", json=body)
+    assert counts.status_code == 200, counts.text
+    assert counts.json()["metrics_logged"] == 5
+    history = api("GET", f"{run_url}/metrics/loss/history").json()
+    assert [(p["step"], p["value"], p["timestamp"]) for p in history["points"]] == [
+        ("0", 0.5, "1000"),
+        ("1", "NaN", "1001"),
+        ("2", "-Infinity", "1002"),
+        ("3", 0.25, "1003"),
+    ]
+    assert api("GET", run_url).json()["metrics"] == {"loss": 0.25, "sharpe": 1.5}
+
+    mismatched = {
+        "series": [{"key": "x", "values": [1, 2], "steps": [1]}],
+        "tags": [{"key": "t", "value": "v"}],
+    }
+    refused = api("POST", f"{run_url}/log-batch", json=mismatched)
+    assert refused.status_code == 400 and reason(refused) == "SERIES_LENGTH_MISMATCH"
+    assert "1 steps for 2 values" in refused.json()["message"]
+    too_many = {"series": [{"key": "x", "values": [1.0] * 10_001}]}
+    refused = api("POST", f"{run_url}/log-batch", json=too_many)
+    assert refused.status_code == 400 and reason(refused) == "BATCH_TOO_LARGE"
+    wrong_type = {"series": [{"key": "x", "values": ["high"]}]}
+    assert api("POST", f"{run_url}/log-batch", json=wrong_type).status_code == 400
+    detail = api("GET", run_url).json()
+    assert "x" not in detail["metrics"] and "t" not in detail["tags"]
+
+
 def test_run_logging_end_to_end(api):
     experiment = create_experiment(api)
     run = create_run(api, experiment["id"], name="r1", tags={"model": "xgb"})

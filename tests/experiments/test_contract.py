@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 import uuid
 
 import pytest
@@ -15,7 +16,7 @@ from mlmesh_common.errors import (
     NotFound,
     PermissionDenied,
 )
-from mlmesh_experiments.entities import MetricPoint
+from mlmesh_experiments.entities import MetricPoint, MetricSeries
 from mlmesh_experiments.storage.base import HistoryQuery, StoredArtifactRecord
 
 
@@ -376,6 +377,80 @@ async def test_log_batch_is_atomic(service, tenant):
     assert fetched.metrics == {} and fetched.tags == {} and fetched.params == {"lr": "0.01"}
     with pytest.raises(NotFound):
         await service.metric_history(tenant, run.id, "loss")
+
+
+async def test_series_log_the_same_points_as_one_input_each(service, tenant):
+    by_point, by_series = await make_run(service, tenant), await make_run(service, tenant)
+    values = [0.5, math.nan, -math.inf, 2.0]
+    await service.log_batch(
+        tenant, by_point.id, metrics=[MetricPoint("loss", v, s, 7) for s, v in enumerate(values)]
+    )
+    before = time.time_ns() // 1_000_000
+    counts = await service.log_batch(
+        tenant,
+        by_series.id,
+        series=[
+            MetricSeries("loss", values, range(4), [7] * 4),
+            MetricSeries("acc", [0.9]),  # no steps: step 0; no timestamps: now
+        ],
+    )
+    assert counts.metrics == 5
+    expected, _ = await service.metric_history(tenant, by_point.id, "loss")
+    found, _ = await service.metric_history(tenant, by_series.id, "loss")
+    assert [(p.step, p.timestamp, repr(p.value)) for p in found] == [
+        (p.step, p.timestamp, repr(p.value)) for p in expected
+    ]
+    [acc], _ = await service.metric_history(tenant, by_series.id, "acc")
+    assert acc.step == 0 and acc.value == 0.9 and acc.timestamp >= before
+    latest = (await service.get_run(tenant, by_series.id)).metrics
+    assert latest == {"acc": 0.9, "loss": 2.0}
+
+
+async def test_series_come_after_metrics_and_share_their_limit(service, tenant):
+    run = await make_run(service, tenant)
+    # Same step and timestamp: the later point in the batch is the latest, the series' here.
+    await service.log_batch(
+        tenant,
+        run.id,
+        metrics=[MetricPoint("m", 1.0, 3, 5)],
+        series=[MetricSeries("m", [2.0], [3], [5])],
+    )
+    assert (await service.get_run(tenant, run.id)).metrics["m"] == 2.0
+    with pytest.raises(InvalidArgument) as excinfo:
+        await service.log_batch(
+            tenant,
+            run.id,
+            metrics=[MetricPoint("m", 1.0, s, 1) for s in range(6_000)],
+            series=[MetricSeries("n", [1.0] * 4_001)],
+        )
+    assert reason(excinfo) == "BATCH_TOO_LARGE"
+    assert excinfo.value.metadata == {"field": "metrics", "limit": "10000"}
+    with pytest.raises(NotFound):
+        await service.metric_history(tenant, run.id, "n")
+
+
+@pytest.mark.parametrize(
+    ("series", "wanted"),
+    [
+        (MetricSeries("m", [1.0, 2.0], [1]), "SERIES_LENGTH_MISMATCH"),
+        (MetricSeries("m", [1.0], [], [1, 2]), "SERIES_LENGTH_MISMATCH"),
+        (MetricSeries("", [1.0]), "INVALID_KEY"),
+        (MetricSeries("m", [1.0], [0], [-1]), "INVALID_TIMESTAMP"),
+    ],
+)
+async def test_a_bad_series_rejects_the_whole_batch(service, tenant, series, wanted):
+    run = await make_run(service, tenant)
+    with pytest.raises(InvalidArgument) as excinfo:
+        await service.log_batch(
+            tenant,
+            run.id,
+            metrics=[MetricPoint("ok", 1.0, 0, 1)],
+            tags=[("t", "x")],
+            series=[MetricSeries("fine", [1.0]), series],
+        )
+    assert reason(excinfo) == wanted
+    fetched = await service.get_run(tenant, run.id)
+    assert fetched.metrics == {} and fetched.tags == {}
 
 
 async def test_concurrent_log_batches_lose_nothing(service, tenant):

@@ -64,7 +64,10 @@ def check_entries(entries: Mapping[str, str], value_limit: int, field: str) -> N
 
 
 def check_count(items: Iterable[Any], limit: int, field: str) -> None:
-    count = sum(1 for _ in items)
+    check_total(sum(1 for _ in items), limit, field)
+
+
+def check_total(count: int, limit: int, field: str) -> None:
     if count > limit:
         raise InvalidArgument(
             f"{count} {field} in one call; the limit is {limit}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -153,3 +154,13 @@ class MetricPoint(NamedTuple):
 
     def to_proto(self) -> run_pb2.MetricPoint:
         return run_pb2.MetricPoint(step=self.step, value=self.value, timestamp=self.timestamp)
+
+
+class MetricSeries(NamedTuple):
+    """One metric's points as columns (log-batch's `series`): the values, and the steps and the
+    timestamps, each either one per value or empty (every step 0, every timestamp now)."""
+
+    key: str
+    values: Sequence[float]
+    steps: Sequence[int] = ()
+    timestamps: Sequence[int] = ()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import mimetypes
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from mlmesh_common import compare, history, quant
@@ -38,6 +39,7 @@ from mlmesh_experiments.entities import (
     Experiment,
     HistoryPoint,
     MetricPoint,
+    MetricSeries,
     Run,
 )
 from mlmesh_experiments.storage.base import (
@@ -343,11 +345,15 @@ class ExperimentsService:
         metrics: Sequence[MetricPoint] = (),
         params: Sequence[tuple[str, str]] = (),
         tags: Sequence[tuple[str, str]] = (),
+        series: Sequence[MetricSeries] = (),
     ) -> BatchCounts:
-        """Validates everything first, then writes everything in one transaction."""
+        """Validates everything first, then writes everything in one transaction; the series'
+        points come after `metrics`, in order."""
         domain.check_count(metrics, domain.MAX_BATCH_METRICS, "metrics")
         domain.check_count(params, domain.MAX_BATCH_PARAMS, "params")
         domain.check_count(tags, domain.MAX_BATCH_TAGS, "tags")
+        if series:
+            metrics = [*metrics, *_series_points(series, len(metrics))]
         now = self._clock()
         for key in {point.key for point in metrics}:  # a batch has few distinct keys
             domain.check_key(key, "metric")
@@ -499,6 +505,40 @@ class ExperimentsService:
         data = await self._artifacts.get(tenant, run.experiment_id, run_id, path)
         content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
         return data, content_type
+
+
+def _series_points(series: Sequence[MetricSeries], logged: int) -> Iterator[MetricPoint]:
+    """The series' points in order, once every series is checked: its steps and timestamps one
+    per value or none, and the batch's limit on points with the `logged` ones before them
+    (checked before any point is built)."""
+    total = 0
+    for item in series:
+        domain.check_key(item.key, "metric")
+        count = len(item.values)
+        for name, column in (("steps", item.steps), ("timestamps", item.timestamps)):
+            if len(column) not in (0, count):
+                raise InvalidArgument(
+                    f"series {item.key!r}: {len(column)} {name} for {count} values; "
+                    f"give one per value, or none",
+                    reason="SERIES_LENGTH_MISMATCH",
+                    metadata={"key": item.key, "field": name},
+                )
+        total += count
+    domain.check_total(logged + total, domain.MAX_BATCH_METRICS, "metrics")
+    for item in series:
+        count = len(item.values)
+        # tuple.__new__ straight from C: MetricPoint(...) would run Python for every point.
+        yield from map(
+            tuple.__new__,
+            repeat(MetricPoint),
+            zip(
+                repeat(item.key, count),
+                item.values,
+                item.steps or repeat(0, count),
+                item.timestamps or repeat(0, count),
+                strict=True,
+            ),
+        )
 
 
 def _stamped(point: MetricPoint, timestamp: int) -> MetricPoint:

@@ -17,7 +17,7 @@ from mlmesh_common.compare import MetricDiff, ParamDiff
 from mlmesh_common.idempotency import fingerprint, idempotency_key
 from mlmesh_common.tenancy import tenant_of
 from mlmesh_common.values import nullable
-from mlmesh_experiments.entities import MetricPoint, experiment_fields
+from mlmesh_experiments.entities import MetricPoint, MetricSeries, experiment_fields
 from mlmesh_experiments.service import ExperimentsService, RunOverfitting
 
 Response = TypeVar("Response", bound=Message)
@@ -226,6 +226,9 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
                 metrics=[MetricPoint(m.key, m.value, m.step, m.timestamp) for m in request.metrics],
                 params=[(p.key, p.value) for p in request.params],
                 tags=[(t.key, t.value) for t in request.tags],
+                series=[
+                    MetricSeries(s.key, s.values, s.steps, s.timestamps) for s in request.series
+                ],
             )
             return pb.LogBatchResponse(
                 run_id=request.run_id,
