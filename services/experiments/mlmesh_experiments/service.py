@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import mimetypes
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -507,7 +507,7 @@ class ExperimentsService:
         return data, content_type
 
 
-def _series_points(series: Sequence[MetricSeries], logged: int) -> Iterator[MetricPoint]:
+def _series_points(series: Sequence[MetricSeries], logged: int) -> list[MetricPoint]:
     """The series' points in order, once every series is checked: its steps and timestamps one
     per value or none, and the batch's limit on points with the `logged` ones before them
     (checked before any point is built)."""
@@ -525,20 +525,19 @@ def _series_points(series: Sequence[MetricSeries], logged: int) -> Iterator[Metr
                 )
         total += count
     domain.check_total(logged + total, domain.MAX_BATCH_METRICS, "metrics")
+    points: list[MetricPoint] = []
     for item in series:
         count = len(item.values)
-        # tuple.__new__ straight from C: MetricPoint(...) would run Python for every point.
-        yield from map(
-            tuple.__new__,
-            repeat(MetricPoint),
-            zip(
-                repeat(item.key, count),
-                item.values,
-                item.steps or repeat(0, count),
-                item.timestamps or repeat(0, count),
-                strict=True,
-            ),
+        columns = zip(
+            repeat(item.key, count),
+            item.values,
+            item.steps or repeat(0, count),
+            item.timestamps or repeat(0, count),
+            strict=True,
         )
+        # tuple.__new__ straight from C: MetricPoint(...) would run Python for every point.
+        points.extend(map(tuple.__new__, repeat(MetricPoint), columns))
+    return points
 
 
 def _stamped(point: MetricPoint, timestamp: int) -> MetricPoint:

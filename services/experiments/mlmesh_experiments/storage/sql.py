@@ -137,20 +137,24 @@ _PG_RUN = {
 }
 # Metrics of a log-batch on PostgreSQL: arrays bound in binary, expanded by unnest, in one
 # statement (atomic by itself) writing the history, merging the batch's blocks into the
-# metric_buckets pyramid ($9 on: blocks.rows, by key, level and block) and upserting each key's
+# metric_buckets pyramid ($11 on: blocks.rows, by key, level and block) and upserting each key's
 # newest point of the batch ($7: their positions, found by _newest_per_key; a sort in SQL costs
 # more) in key order, so that concurrent batches on one run cannot deadlock; every row in the
-# run's tenant ($8), and no upsert touches a row of another tenant. Public for the benchmark,
-# which times it alone.
+# run's tenant ($8), and no upsert touches a row of another tenant. A column that is the same
+# for every point (one key, $9; one timestamp, $10; no NaN) comes as an empty array instead:
+# unnest pads it with NULLs, and the driver skips encoding a thousand equal elements. Public for
+# the benchmark, which times it alone.
 PG_LOG_METRICS = f"""
 WITH points AS (
-    SELECT * FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
+    SELECT coalesce(p.key, $9::varchar) AS key, p.step, coalesce(p.ts, $10::bigint) AS ts,
+        p.value, coalesce(p.is_nan, false) AS is_nan, p.position
+    FROM unnest($2::varchar[], $3::bigint[], $4::bigint[], $5::float8[], $6::bool[])
         WITH ORDINALITY AS p(key, step, ts, value, is_nan, position)
 ), history AS (
     INSERT INTO {metric_history.name} (tenant, run_id, key, step, "timestamp", value, is_nan)
     SELECT $8, $1, key, step, ts, value, is_nan FROM points
 ), pyramid AS (
-    {blocks.pg_upsert("$8", "$1", 9)}
+    {blocks.pg_upsert("$8", "$1", 11)}
 )
 INSERT INTO {LatestMetricRow.__tablename__} AS latest
     (tenant, run_id, key, step, "timestamp", value, is_nan)
@@ -292,16 +296,28 @@ def pg_metric_arguments(
     tenant: str, run_id: str, metrics: Sequence[MetricPoint]
 ) -> tuple[Any, ...]:
     """PG_LOG_METRICS's parameters: the run, the points column by column, the positions (1-based,
-    in key order) of each key's newest point, the run's tenant, then the batch's blocks column
-    by column."""
+    in key order) of each key's newest point, the run's tenant, the batch's one key and one
+    timestamp (each where the points share it; their column is empty then), then the batch's
+    blocks column by column."""
     keys, values, steps, timestamps = zip(*metrics, strict=True)
     nans = list(map(math.isnan, values))
     if any(nans):
         values = tuple(0.0 if nan else value for value, nan in zip(values, nans, strict=True))
+    else:
+        nans = []
+    key, keys = _shared(keys)
+    stamp, timestamps = _shared(timestamps)
     newest = _newest_per_key(metrics)
     positions = [newest[key] + 1 for key in sorted(newest)]
     pyramid = tuple(zip(*blocks.rows(metrics), strict=True))
-    return run_id, keys, steps, timestamps, values, nans, positions, tenant, *pyramid
+    return run_id, keys, steps, timestamps, values, nans, positions, tenant, key, stamp, *pyramid
+
+
+def _shared(column: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
+    """(the value, ()) when every element of `column` is that value, else (None, column)."""
+    if column.count(column[0]) == len(column):
+        return column[0], ()
+    return None, column
 
 
 def _newest_per_key(metrics: Sequence[MetricPoint]) -> dict[str, int]:
