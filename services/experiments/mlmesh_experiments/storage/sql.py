@@ -306,9 +306,12 @@ def pg_metric_arguments(
     else:
         nans = []
     key, keys = _shared(keys)
+    if key is not None:  # one key: its newest point is the highest (step, timestamp, position)
+        positions = [max(zip(steps, timestamps, range(1, len(steps) + 1), strict=True))[2]]
+    else:
+        newest = _newest_per_key(metrics)
+        positions = [newest[key] + 1 for key in sorted(newest)]
     stamp, timestamps = _shared(timestamps)
-    newest = _newest_per_key(metrics)
-    positions = [newest[key] + 1 for key in sorted(newest)]
     pyramid = tuple(zip(*blocks.rows(metrics), strict=True))
     return run_id, keys, steps, timestamps, values, nans, positions, tenant, key, stamp, *pyramid
 
