@@ -357,6 +357,10 @@ def _notes(checks: list[tuple[Target, float, bool]], sizes: Sizes, env: Environm
         "search row asks mlmesh for none either (`include_total=false`). The next row asks "
         "for the contract's default, the exact `total` of matching runs (a count over every "
         "match, run beside the page's query on a second connection).",
+        'The rows "mlmesh as one series" log the same points with mlmesh\'s batches in columns '
+        "(log-batch's `series`: one key, then its values, steps and timestamps as arrays); "
+        "MLflow's API, and so FastTrackML's, has one object per point only, so theirs send the "
+        "same requests as in the rows above, timed again in the same rounds.",
         "Numbers move by several percent between runs; compare the ratios within one run.",
     ]
     return "## Notes\n\n" + "\n".join(f"- {note}" for note in notes)
