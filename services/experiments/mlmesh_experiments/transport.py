@@ -189,11 +189,11 @@ class ExperimentServicer(experiments_service_pb2_grpc.ExperimentServiceServicer)
             order_by=list(request.order_by),
             include_total=not request.HasField("include_total") or request.include_total,
         )
-        return pb.ListRunsResponse(
-            runs=[r.to_proto() for r in page.items],
-            total=page.total,
-            next_page_token=page.next_page_token,
-        )
+        response = pb.ListRunsResponse(total=page.total, next_page_token=page.next_page_token)
+        add = response.runs.add
+        for run in page.items:
+            run.fill(add())
+        return response
 
     async def GetRun(self, request, context):
         return (await self._service.get_run(tenant_of(context), request.run_id)).to_proto()
