@@ -330,14 +330,10 @@ class ExperimentsRecorder:
                 timeout=self._timeout_s,
             )
             for start in range(0, len(points), REGISTRY_BATCH):
-                batch = [
-                    experiments_service_pb2.MetricInput(
-                        key=key, value=value, step=step, timestamp=stamp
-                    )
-                    for key, value, step, stamp in points[start : start + REGISTRY_BATCH]
-                ]
                 await self._stub.LogBatch(
-                    experiments_service_pb2.LogBatchRequest(run_id=run.id, metrics=batch),
+                    experiments_service_pb2.LogBatchRequest(
+                        run_id=run.id, series=_series(points[start : start + REGISTRY_BATCH])
+                    ),
                     metadata=metadata,
                     timeout=self._timeout_s,
                 )
@@ -368,3 +364,20 @@ class ExperimentsRecorder:
                 reason="EXPERIMENTS_UNAVAILABLE",
             ) from exc
         return created.id
+
+
+def _series(
+    points: list[tuple[str, float, int, int]],
+) -> list[experiments_service_pb2.MetricSeries]:
+    """(key, value, step, timestamp ms) points as one column series per key, in order: the
+    registry's compact log-batch shape."""
+    columns: dict[str, tuple[list[float], list[int], list[int]]] = {}
+    for key, value, step, stamp in points:
+        values, steps, stamps = columns.setdefault(key, ([], [], []))
+        values.append(value)
+        steps.append(step)
+        stamps.append(stamp)
+    return [
+        experiments_service_pb2.MetricSeries(key=key, values=v, steps=s, timestamps=t)
+        for key, (v, s, t) in columns.items()
+    ]
