@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from mlmesh.experiments.v1 import experiment_pb2, experiments_service_pb2_grpc
 from mlmesh.experiments.v1 import experiments_service_pb2 as pb
+from mlmesh_common.history import by_metric
 
 
 class Point(NamedTuple):
@@ -129,7 +130,7 @@ class GrpcTracker:
     def prepare_series(self, run_id: str, points: list[Point]) -> pb.LogBatchRequest:
         series = [
             pb.MetricSeries(key=key, values=values, steps=steps, timestamps=timestamps)
-            for key, (values, steps, timestamps) in _columns(points).items()
+            for key, (values, steps, timestamps) in by_metric(points).items()
         ]
         return pb.LogBatchRequest(run_id=run_id, series=series)
 
@@ -197,7 +198,7 @@ class RestTracker:
     def prepare_series(self, run_id: str, points: list[Point]) -> tuple[str, dict[str, Any]]:
         series = [
             {"key": key, "values": values, "steps": steps, "timestamps": timestamps}
-            for key, (values, steps, timestamps) in _columns(points).items()
+            for key, (values, steps, timestamps) in by_metric(points).items()
         ]
         return f"{self.api}/runs/{run_id}/log-batch", {"series": series}
 
@@ -244,17 +245,6 @@ class RestTracker:
         response = self.http.get(url, params=params)
         response.raise_for_status()
         return response.json()
-
-
-def _columns(points: list[Point]) -> dict[str, tuple[list[float], list[int], list[int]]]:
-    """Per metric, in order of first appearance: its values, steps and timestamps."""
-    columns: dict[str, tuple[list[float], list[int], list[int]]] = {}
-    for point in points:
-        values, steps, timestamps = columns.setdefault(point.key, ([], [], []))
-        values.append(point.value)
-        steps.append(point.step)
-        timestamps.append(point.timestamp)
-    return columns
 
 
 def _metric_input(point: Point) -> pb.MetricInput:

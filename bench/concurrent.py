@@ -61,6 +61,7 @@ def write_round(
     errors: list[BaseException] = []
 
     def write(writer: Writer) -> None:
+        prepare = writer.tracker.prepare_series if series else writer.tracker.prepare_batch
         start.wait()
         deadline = time.perf_counter() + seconds
         mine: list[float] = []
@@ -73,7 +74,6 @@ def write_round(
                     Point("loss", 1 / (step + 1), step, now)
                     for step in range(first, first + batch_points)
                 ]
-                prepare = writer.tracker.prepare_series if series else writer.tracker.prepare_batch
                 prepared = prepare(writer.run_id, points)
                 began = time.perf_counter()
                 writer.tracker.log_batch(prepared)

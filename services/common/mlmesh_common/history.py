@@ -22,6 +22,9 @@ from typing import Any, TypeVar
 from mlmesh_common.errors import InvalidArgument
 
 T = TypeVar("T")
+# A point to log as (key, value, step, timestamp ms), and one metric's points as columns.
+LoggedPoint = tuple[str, float, int, int]
+Columns = tuple[list[float], list[int], list[int]]
 
 # Points kept per bucket: first, min, max, last.
 PER_BUCKET = 4
@@ -126,3 +129,15 @@ def downsample(
         return [points[i] for i in sorted(kept)]
     kept = sorted({index for picks in chosen.values() for index in picks})
     return [points[i] for i in kept]
+
+
+def by_metric(points: Sequence[LoggedPoint]) -> dict[str, Columns]:
+    """Per metric, in order of first appearance, its points' values, steps and timestamps: the
+    columns of a log-batch `series` (each metric's points keep their order)."""
+    columns: dict[str, Columns] = {}
+    for key, value, step, timestamp in points:
+        values, steps, timestamps = columns.setdefault(key, ([], [], []))
+        values.append(value)
+        steps.append(step)
+        timestamps.append(timestamp)
+    return columns

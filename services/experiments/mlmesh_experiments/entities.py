@@ -11,7 +11,7 @@ from google.api import field_behavior_pb2
 from google.protobuf import json_format
 
 from mlmesh.experiments.v1 import experiment_pb2, run_pb2
-from mlmesh_common.values import struct, timestamp
+from mlmesh_common.values import set_timestamp, struct, timestamp
 
 ACTIVE, DELETED = "active", "deleted"
 # Run statuses by name; an ended run has one of ENDED.
@@ -128,9 +128,9 @@ class Run:
         run.name = self.name
         run.description = self.description
         run.status = _RUN_STATUS[self.status]
-        _set_timestamp(run.start_time, self.start_time)
+        set_timestamp(run.start_time, self.start_time)
         if self.end_time is not None:
-            _set_timestamp(run.end_time, self.end_time)
+            set_timestamp(run.end_time, self.end_time)
         tags, params, metrics = run.tags, run.params, run.metrics
         for key, value in self.tags.items():
             tags[key] = value
@@ -143,12 +143,6 @@ class Run:
 
 
 _RUN_STATUS = dict(run_pb2.Run.Status.items())
-
-
-def _set_timestamp(stamp: Any, epoch_ms: int) -> None:
-    seconds, millis = divmod(epoch_ms, 1000)
-    stamp.seconds = seconds
-    stamp.nanos = millis * 1_000_000
 
 
 class HistoryPoint(NamedTuple):

@@ -26,6 +26,7 @@ from mlmesh.experiments.v1 import (
     experiments_service_pb2_grpc,
 )
 from mlmesh_common.errors import DomainError, Unavailable
+from mlmesh_common.history import LoggedPoint, by_metric
 from mlmesh_common.tenancy import DEFAULT_TENANT, TENANT_HEADER
 from mlmesh_common.values import struct
 from mlmesh_training.backtest import BacktestResult
@@ -366,18 +367,10 @@ class ExperimentsRecorder:
         return created.id
 
 
-def _series(
-    points: list[tuple[str, float, int, int]],
-) -> list[experiments_service_pb2.MetricSeries]:
-    """(key, value, step, timestamp ms) points as one column series per key, in order: the
-    registry's compact log-batch shape."""
-    columns: dict[str, tuple[list[float], list[int], list[int]]] = {}
-    for key, value, step, stamp in points:
-        values, steps, stamps = columns.setdefault(key, ([], [], []))
-        values.append(value)
-        steps.append(step)
-        stamps.append(stamp)
+def _series(points: list[LoggedPoint]) -> list[experiments_service_pb2.MetricSeries]:
+    """(key, value, step, timestamp ms) points as one series per metric: the registry's compact
+    log-batch shape."""
     return [
         experiments_service_pb2.MetricSeries(key=key, values=v, steps=s, timestamps=t)
-        for key, (v, s, t) in columns.items()
+        for key, (v, s, t) in by_metric(points).items()
     ]

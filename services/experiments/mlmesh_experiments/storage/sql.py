@@ -305,15 +305,18 @@ def pg_metric_arguments(
         values = tuple(0.0 if nan else value for value, nan in zip(values, nans, strict=True))
     else:
         nans = []
-    key, keys = _shared(keys)
-    if key is not None:  # one key: its newest point is the highest (step, timestamp, position)
+    one_key, keys = _shared(keys)
+    if one_key is not None:  # its newest point: the highest (step, timestamp, position)
         positions = [max(zip(steps, timestamps, range(1, len(steps) + 1), strict=True))[2]]
     else:
         newest = _newest_per_key(metrics)
         positions = [newest[key] + 1 for key in sorted(newest)]
-    stamp, timestamps = _shared(timestamps)
+    one_stamp, timestamps = _shared(timestamps)
     pyramid = tuple(zip(*blocks.rows(metrics), strict=True))
-    return run_id, keys, steps, timestamps, values, nans, positions, tenant, key, stamp, *pyramid
+    return (
+        *(run_id, keys, steps, timestamps, values, nans, positions, tenant, one_key, one_stamp),
+        *pyramid,
+    )
 
 
 def _shared(column: tuple[Any, ...]) -> tuple[Any, tuple[Any, ...]]:
